@@ -1,0 +1,3 @@
+from cjb.cli.main import main
+
+main()

@@ -1,0 +1,69 @@
+"""What the translator core returns: frames to emit, or a drop with a named reason."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Direction(enum.Enum):
+    """Which way a frame travels through the translator."""
+
+    TO_SERVICE = "to-service"  # LAN side (IPv4, ARP) -> service link (IPv6 fe80::/96, NDP)
+    TO_LAN = "to-lan"  # service link -> LAN side
+
+
+class Side(enum.Enum):
+    """The port a produced frame leaves on."""
+
+    LAN = "lan"
+    SERVICE = "service"
+
+
+class DropReason(enum.Enum):
+    """Every reason a frame can be dropped; each has a counter."""
+
+    TRUNCATED = "truncated"  # shorter than its headers claim
+    MALFORMED = "malformed"  # a header field is invalid (version, IHL, lengths)
+    BAD_IP_CHECKSUM = "bad-ip-checksum"
+    UNSUPPORTED_ETHERTYPE = "unsupported-ethertype"  # VLAN tags, LLDP, ...
+    NATIVE_IPV6_ON_LAN = "native-ipv6-on-lan"  # IPv6 from the LAN: the native path's job
+    IPV4_ON_SERVICE = "ipv4-on-service"  # IPv4 arriving on the service link
+    ADDRESS_NOT_TRANSLATABLE = "address-not-translatable"  # not fe80::/96, or unusable IPv4
+    BROADCAST = "broadcast"
+    MULTICAST_NOT_MAPPED = "multicast-not-mapped"  # not in the discovery group table
+    SOURCE_ROUTE = "source-route"  # unexpired IPv4 source route (RFC 7915 §4.1); ICMP sent
+    ROUTING_HEADER = "routing-header"  # segments left != 0 (RFC 7915 §5.1); ICMPv6 sent
+    BAD_EXTENSION_HEADER = "bad-extension-header"
+    UNKNOWN_EXTENSION_HEADER = "unknown-extension-header"
+    FRAGMENT_INVALID = "fragment-invalid"
+    TOO_BIG = "too-big"  # DF set and larger than the MTU; ICMP error sent back
+    ICMP_UNTRANSLATABLE = "icmp-untranslatable"  # no counterpart type/code (RFC 7915 §4.2, §5.2)
+    ICMP_BAD_CHECKSUM = "icmp-bad-checksum"
+    ICMP_FRAGMENTED = "icmp-fragmented"  # checksum cannot be rebuilt without reassembly
+    ICMP_ERROR_IN_ERROR = "icmp-error-in-error"  # an ICMP error quoting an ICMP error
+    UDP_ZERO_CHECKSUM = "udp-zero-checksum"  # policy "drop", or a fragment (RFC 7915 §4.5)
+    ARP_UNSUPPORTED = "arp-unsupported"  # not Ethernet/IPv4 ARP, or an unknown opcode
+    NDP_INVALID = "ndp-invalid"  # RFC 4861 §7.1 validity checks failed
+    NDP_NO_ARP_EQUIVALENT = "ndp-no-arp-equivalent"  # RS, RA, redirect
+    MLD = "mld"  # MLD has no IPv4 counterpart on this link
+    LOOP = "loop"  # would bounce back out where it came from
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """One frame to send, and the port to send it on."""
+
+    side: Side
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class XlatResult:
+    """Frames to emit (possibly several: fragments, or an ICMP error back) and/or a drop.
+
+    A drop that triggers an ICMP error carries both: the reason and the error frame.
+    """
+
+    emits: tuple[Emit, ...] = ()
+    drop: DropReason | None = None
