@@ -8,7 +8,11 @@ from dataclasses import dataclass
 
 IPV6_MIN_MTU = 1280  # RFC 8200 §5
 IPV4_MIN_MTU = 68  # RFC 791
-HEADER_GROWTH = 20  # IPv6 header (40) minus IPv4 header without options (20)
+HEADER_GROWTH = 20
+DEFAULT_ICMP_SOURCE_V4 = ipaddress.IPv4Address("169.254.0.1")
+DEFAULT_ICMP_SOURCE_V6 = ipaddress.IPv6Address(
+    "fe80::a9fe:1"
+)  # the same address, mapped  # IPv6 header (40) minus IPv4 header without options (20)
 
 
 class UdpZeroChecksum(enum.Enum):
@@ -26,13 +30,15 @@ class ConfigError(ValueError):
 class XlatConfig:
     lan_mtu: int = 1500
     service_mtu: int = 1520  # DESIGN §3: LAN MTU + 20, so translation never fragments
-    lowest_ipv6_mtu: int = IPV6_MIN_MTU  # RFC 7915 §4.1 "lowest-ipv6-mtu"
+    # RFC 7915 §4.1 "lowest-ipv6-mtu": DF=0 packets that would exceed it are fragmented.
+    # None means the service link MTU: on one link, the link is the whole IPv6 path.
+    lowest_ipv6_mtu: int | None = None
     udp_zero_checksum: UdpZeroChecksum = UdpZeroChecksum.COMPUTE
     # Sources of ICMP errors the translator generates itself (RFC 7915 §4.1 source route,
     # packet too big, fragmentation needed). The IPv6 one must be in fe80::/96 form so the
     # error can be translated back if it ever loops.
-    icmp_source_v4: ipaddress.IPv4Address = ipaddress.IPv4Address("169.254.0.1")
-    icmp_source_v6: ipaddress.IPv6Address = ipaddress.IPv6Address("fe80::a9fe:1")
+    icmp_source_v4: ipaddress.IPv4Address = DEFAULT_ICMP_SOURCE_V4
+    icmp_source_v6: ipaddress.IPv6Address = DEFAULT_ICMP_SOURCE_V6
     # MAC the translator's own ICMP errors come from (locally administered).
     translator_mac: bytes = bytes.fromhex("020000c7b001")
 
@@ -43,10 +49,16 @@ class XlatConfig:
             raise ConfigError(
                 f"service_mtu={self.service_mtu}: must be between {IPV6_MIN_MTU} and 65535"
             )
-        if not IPV6_MIN_MTU <= self.lowest_ipv6_mtu <= self.service_mtu:
+        if self.lowest_ipv6_mtu is not None and not (
+            IPV6_MIN_MTU <= self.lowest_ipv6_mtu <= self.service_mtu
+        ):
             raise ConfigError(
                 f"lowest_ipv6_mtu={self.lowest_ipv6_mtu}: must be between {IPV6_MIN_MTU} "
                 f"and service_mtu ({self.service_mtu})"
             )
         if len(self.translator_mac) != 6:
             raise ConfigError("translator_mac: must be 6 bytes")
+
+    @property
+    def ipv6_fragment_threshold(self) -> int:
+        return self.lowest_ipv6_mtu if self.lowest_ipv6_mtu is not None else self.service_mtu

@@ -47,7 +47,8 @@ class DropReason(enum.Enum):
     NDP_INVALID = "ndp-invalid"  # RFC 4861 §7.1 validity checks failed
     NDP_NO_ARP_EQUIVALENT = "ndp-no-arp-equivalent"  # RS, RA, redirect
     MLD = "mld"  # MLD has no IPv4 counterpart on this link
-    LOOP = "loop"  # would bounce back out where it came from
+    IGMP = "igmp"  # IGMP has no IPv6 counterpart here (RFC 7915 §4.2)
+    INTERNAL_ERROR = "internal-error"  # a translator bug; counted, never raised to the data path
 
 
 @dataclass(frozen=True, slots=True)

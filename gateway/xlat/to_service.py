@@ -1,0 +1,189 @@
+"""IPv4 -> IPv6 (RFC 7915 §4), on Ethernet frames from the LAN side.
+
+Deliberate difference from a router-translator: TTL is copied to the hop limit, not
+decremented. The translator is part of one link (DESIGN §3); NDP and mDNS rely on 255.
+"""
+
+from __future__ import annotations
+
+from cjb.common.packet.checksum import finish, ones_sum, pseudo_header_sum_v6
+from cjb.common.packet.errors import Invalid, Problem
+from cjb.common.packet.ethernet import (
+    BROADCAST_MAC,
+    ETH_HEADER_LEN,
+    ETHERTYPE_IPV6,
+    EthernetHeader,
+    build_ethernet,
+    ipv6_multicast_mac,
+)
+from cjb.common.packet.ipv4 import (
+    PROTO_ICMP,
+    PROTO_IGMP,
+    PROTO_UDP,
+    has_unexpired_source_route,
+    parse_ipv4,
+)
+from cjb.common.packet.ipv6 import NH_FRAGMENT, NH_ICMPV6, build_fragment, build_ipv6
+from cjb.gateway.xlat import local_errors
+from cjb.gateway.xlat.addressing import GROUP_4TO6, LIMITED_BROADCAST, unicast_v4_to_v6
+from cjb.gateway.xlat.config import UdpZeroChecksum, XlatConfig
+from cjb.gateway.xlat.icmp_map import adjust_transport, icmp_4to6
+from cjb.gateway.xlat.result import DropReason, Emit, Side, XlatResult
+
+_INVALID_TO_DROP = {
+    Problem.TRUNCATED: DropReason.TRUNCATED,
+    Problem.MALFORMED: DropReason.MALFORMED,
+    Problem.BAD_CHECKSUM: DropReason.BAD_IP_CHECKSUM,
+}
+
+
+def drop_for(invalid: Invalid) -> XlatResult:
+    return XlatResult(drop=_INVALID_TO_DROP[invalid.problem])
+
+
+def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatResult:
+    packet = frame[ETH_HEADER_LEN:]
+    ip = parse_ipv4(packet)
+    if isinstance(ip, Invalid):
+        return drop_for(ip)
+    packet = packet[: ip.total_length]  # strip Ethernet padding
+
+    src6 = unicast_v4_to_v6(ip.src)
+    if src6 is None:
+        return XlatResult(drop=DropReason.ADDRESS_NOT_TRANSLATABLE)
+    if ip.dst == LIMITED_BROADCAST or eth.dst == BROADCAST_MAC:
+        return XlatResult(drop=DropReason.BROADCAST)
+    if ip.dst[0] >= 224:
+        dst6 = GROUP_4TO6.get(ip.dst)
+        if dst6 is None:
+            return XlatResult(
+                drop=DropReason.MULTICAST_NOT_MAPPED
+                if ip.dst[0] < 240
+                else DropReason.ADDRESS_NOT_TRANSLATABLE
+            )
+        eth_dst = ipv6_multicast_mac(dst6)
+    else:
+        mapped = unicast_v4_to_v6(ip.dst)
+        if mapped is None:
+            return XlatResult(drop=DropReason.ADDRESS_NOT_TRANSLATABLE)
+        dst6 = mapped
+        eth_dst = eth.dst
+
+    if ip.options and has_unexpired_source_route(ip.options):
+        # RFC 7915 §4.1: not translated; ICMPv4 "source route failed" back to the sender.
+        err = local_errors.source_route_failed(cfg, eth.src, packet, ip.src)
+        return XlatResult((err,), DropReason.SOURCE_ROUTE)
+    if ip.protocol == PROTO_IGMP:
+        return XlatResult(drop=DropReason.IGMP)
+
+    payload = packet[ip.ihl :]
+    first = ip.fragment_offset == 0
+    if ip.protocol == PROTO_ICMP:
+        if ip.is_fragment:
+            return XlatResult(drop=DropReason.ICMP_FRAGMENTED)
+        translated = icmp_4to6(payload, src6, dst6, cfg)
+        if isinstance(translated, DropReason):
+            return XlatResult(drop=translated)
+        payload = translated
+        next_header = NH_ICMPV6
+    else:
+        next_header = ip.protocol
+        if first:
+            l4 = bytearray(payload)
+            if not adjust_transport(
+                ip.protocol, l4, ip.src + ip.dst, src6 + dst6, udp_zero_ok=True
+            ):
+                return XlatResult(drop=DropReason.UDP_ZERO_CHECKSUM)
+            if ip.protocol == PROTO_UDP and len(l4) >= 8 and l4[6:8] == b"\x00\x00":
+                # RFC 7915 §4.5: compute it (whole datagrams only), or drop, by policy.
+                if ip.is_fragment or cfg.udp_zero_checksum is UdpZeroChecksum.DROP:
+                    return XlatResult(drop=DropReason.UDP_ZERO_CHECKSUM)
+                csum = finish(ones_sum(l4) + pseudo_header_sum_v6(src6, dst6, PROTO_UDP, len(l4)))
+                l4[6:8] = csum.to_bytes(2, "big")
+            payload = bytes(l4)
+
+    eth_header = build_ethernet(eth_dst, eth.src, ETHERTYPE_IPV6)
+    limit = cfg.ipv6_fragment_threshold
+    if not ip.is_fragment:
+        size = 40 + len(payload)
+        if ip.dont_fragment:
+            if size > cfg.service_mtu:
+                # RFC 7915 §4.1 / RFC 1191: tell the sender the MTU across the translator.
+                err = local_errors.fragmentation_needed(
+                    cfg, eth.src, packet, ip.src, cfg.service_mtu - 20
+                )
+                return XlatResult((err,), DropReason.TOO_BIG)
+        elif size > limit:
+            return _fragmented(
+                eth_header,
+                ip.tos,
+                ip.ttl,
+                src6,
+                dst6,
+                next_header,
+                payload,
+                0,
+                False,
+                ip.identification,
+                limit,
+            )
+        header = build_ipv6(
+            traffic_class=ip.tos,
+            payload_length=len(payload),
+            next_header=next_header,
+            hop_limit=ip.ttl,
+            src=src6,
+            dst=dst6,
+        )
+        return XlatResult((Emit(Side.SERVICE, eth_header + header + payload),))
+
+    # An IPv4 fragment: always gets a Fragment header (RFC 7915 §4.1), split further if needed.
+    return _fragmented(
+        eth_header,
+        ip.tos,
+        ip.ttl,
+        src6,
+        dst6,
+        next_header,
+        payload,
+        ip.fragment_offset,
+        ip.more_fragments,
+        ip.identification,
+        limit,
+    )
+
+
+def _fragmented(
+    eth_header: bytes,
+    tos: int,
+    ttl: int,
+    src6: bytes,
+    dst6: bytes,
+    next_header: int,
+    payload: bytes,
+    offset_units: int,
+    more: bool,
+    ident: int,
+    limit: int,
+) -> XlatResult:
+    """IPv6 fragments of at most `limit` bytes each; the IPv4 ID becomes the low 16 bits of
+    the 32-bit IPv6 ID (RFC 7915 §4.1)."""
+    chunk = (limit - 48) // 8 * 8
+    emits = []
+    pos = 0
+    while True:
+        piece = payload[pos : pos + chunk]
+        last = pos + chunk >= len(payload)
+        header = build_ipv6(
+            traffic_class=tos,
+            payload_length=8 + len(piece),
+            next_header=NH_FRAGMENT,
+            hop_limit=ttl,
+            src=src6,
+            dst=dst6,
+        )
+        frag = build_fragment(next_header, offset_units + pos // 8, more or not last, ident)
+        emits.append(Emit(Side.SERVICE, eth_header + header + frag + piece))
+        if last:
+            return XlatResult(tuple(emits))
+        pos += chunk
