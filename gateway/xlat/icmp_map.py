@@ -257,9 +257,9 @@ def icmp_4to6(msg: bytes, src6: bytes, dst6: bytes, cfg: XlatConfig) -> bytes | 
         return DropReason.TRUNCATED
     icmp_type, code = msg[0], msg[1]
     if icmp_type in _ECHO_4TO6:
-        out = bytearray(msg)
-        echo_4to6(out, src6, dst6, len(out))
-        return bytes(out)
+        echo = bytearray(msg)
+        echo_4to6(echo, src6, dst6, len(echo))
+        return bytes(echo)
     if icmp_type not in (I.V4_DEST_UNREACHABLE, I.V4_TIME_EXCEEDED, I.V4_PARAMETER_PROBLEM):
         return DropReason.ICMP_UNTRANSLATABLE  # informational without counterpart, redirect, quench
     if not verify(msg):
@@ -320,9 +320,9 @@ def icmp_6to4(msg: bytes, src6: bytes, dst6: bytes, cfg: XlatConfig) -> bytes | 
         return DropReason.TRUNCATED
     icmp_type, code = msg[0], msg[1]
     if icmp_type in _ECHO_6TO4:
-        out = bytearray(msg)
-        echo_6to4(out, src6, dst6, len(out))
-        return bytes(out)
+        echo = bytearray(msg)
+        echo_6to4(echo, src6, dst6, len(echo))
+        return bytes(echo)
     if not I.is_v6_error(icmp_type):
         return DropReason.ICMP_UNTRANSLATABLE
     if not verify(msg, pseudo_header_sum_v6(src6, dst6, NH_ICMPV6, len(msg))):

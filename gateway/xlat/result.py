@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-class Direction(enum.Enum):
+class _FastHashEnum(enum.Enum):
+    # Members are singletons, so identity hashing is exact; Enum's own __hash__ is a
+    # Python-level call, paid four times per frame by the counters.
+    __hash__ = object.__hash__
+
+
+class Direction(_FastHashEnum):
     """Which way a frame travels through the translator."""
 
     TO_SERVICE = "to-service"  # LAN side (IPv4, ARP) -> service link (IPv6 fe80::/96, NDP)
     TO_LAN = "to-lan"  # service link -> LAN side
 
 
-class Side(enum.Enum):
+class Side(_FastHashEnum):
     """The port a produced frame leaves on."""
 
     LAN = "lan"
     SERVICE = "service"
 
 
-class DropReason(enum.Enum):
+class DropReason(_FastHashEnum):
     """Every reason a frame can be dropped; each has a counter."""
 
     TRUNCATED = "truncated"  # shorter than its headers claim
@@ -51,16 +57,16 @@ class DropReason(enum.Enum):
     INTERNAL_ERROR = "internal-error"  # a translator bug; counted, never raised to the data path
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
+# Emit and XlatResult are NamedTuples: as immutable as a frozen dataclass, and cheaper to
+# build, which counts at hundreds of thousands of frames per second.
+class Emit(NamedTuple):
     """One frame to send, and the port to send it on."""
 
     side: Side
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class XlatResult:
+class XlatResult(NamedTuple):
     """Frames to emit (possibly several: fragments, or an ICMP error back) and/or a drop.
 
     A drop that triggers an ICMP error carries both: the reason and the error frame.

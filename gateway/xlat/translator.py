@@ -18,6 +18,7 @@ from cjb.common.packet.ethernet import (
 )
 from cjb.gateway.xlat.config import XlatConfig
 from cjb.gateway.xlat.counters import XlatCounters
+from cjb.gateway.xlat.fast_path import ipv4_to_service_fast, ipv6_to_lan_fast
 from cjb.gateway.xlat.neighbor import arp_to_ndp
 from cjb.gateway.xlat.result import Direction, DropReason, XlatResult
 from cjb.gateway.xlat.to_lan import IdentificationSource, ipv6_to_lan
@@ -27,17 +28,32 @@ from cjb.gateway.xlat.to_service import drop_for, ipv4_to_service
 class Translator:
     """Stateless but for counters and the IPv4 ID source; one instance per tenant link."""
 
-    def __init__(self, config: XlatConfig | None = None, *, first_ipv4_id: int = 0) -> None:
+    def __init__(
+        self, config: XlatConfig | None = None, *, first_ipv4_id: int = 0, fast_path: bool = True
+    ) -> None:
+        """`fast_path=False` runs every frame through the full reference path."""
         self.config = config or XlatConfig()
+        self.fast_path = fast_path
         self.counters = XlatCounters()
         self._ids = IdentificationSource(first_ipv4_id)
 
-    def translate(self, frame: bytes, direction: Direction) -> XlatResult:
+    def translate(self, frame: bytes | bytearray | memoryview, direction: Direction) -> XlatResult:
         counters = self.counters
         counters.frames_in[direction] += 1
         counters.bytes_in[direction] += len(frame)
+        if type(frame) is not bytes:
+            frame = bytes(frame)
         try:
-            result = self._dispatch(bytes(frame), direction)
+            if not self.fast_path:
+                result = self._dispatch(frame, direction)
+            elif direction is Direction.TO_SERVICE:
+                result = ipv4_to_service_fast(frame, self.config) or self._dispatch(
+                    frame, direction
+                )
+            else:
+                result = ipv6_to_lan_fast(frame, self.config, self._ids) or self._dispatch(
+                    frame, direction
+                )
         except Exception:
             result = XlatResult(drop=DropReason.INTERNAL_ERROR)
         if result.drop is not None:
