@@ -103,8 +103,13 @@ def serve(
     request_timeout: float,
 ) -> None:
     """Serve each tenant its own document root, on one [::]:PORT socket."""
-    from cjb.service.http_server import ServerConfig
-    from cjb.service.http_server import serve as serve_http
+    try:
+        from cjb.service.http_server import ServerConfig
+        from cjb.service.http_server import serve as serve_http
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(
+            f"{exc.name} is missing: install the service extra (pip install 'cjb[service]')"
+        ) from None
 
     _setup_logging(access_log)
     try:
