@@ -1,0 +1,54 @@
+# Two entry points on a fresh Debian 12 machine, as root:
+#   make demo   - install everything, then run the lab demo (the paper's Fig. 7)
+#   make test   - install everything, then run the whole test suite
+# `make test-fast` runs the layer that needs neither root nor the lab.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+CJB     := $(VENV)/bin/cjb
+# Debian packages the product and its tests use (tools/debian-packages.txt is the list).
+DEBS    := $(shell grep -v '^\#' tools/debian-packages.txt)
+
+.PHONY: setup system-packages demo test test-fast lint typecheck bench clean
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages: $$missing -- run as root (sudo make ...)"; exit 1; fi; \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(CJB) lab demo
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m 'not root and not slow'
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy needs the import names (cjb.common, ...), which live in folders named common/, ...
+typecheck: setup
+	mkdir -p .typecheck/cjb
+	for d in common gateway appliance service lab cli; do ln -sfn ../../$$d .typecheck/cjb/$$d; done
+	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml cjb/common cjb/gateway/xlat
+
+bench: setup
+	$(PY) bench/xlat_core.py
+
+clean:
+	rm -rf $(VENV) .typecheck build *.egg-info
