@@ -19,6 +19,7 @@ from cjb.common.packet.ipv4 import FLAG_DF, FLAG_MF, PROTO_ICMP, build_ipv4
 from cjb.common.packet.ipv6 import (
     NH_ICMPV6,
     OPAQUE_EXTENSIONS,
+    SKIPPABLE_EXTENSIONS,
     IPv6Header,
     parse_ipv6,
     walk_extensions,
@@ -30,7 +31,7 @@ from cjb.gateway.xlat.config import IPV6_MIN_MTU, XlatConfig
 from cjb.gateway.xlat.icmp_map import DF_THRESHOLD, adjust_transport, icmp_6to4
 from cjb.gateway.xlat.neighbor import ndp_to_arp
 from cjb.gateway.xlat.result import DropReason, Emit, Side, XlatResult
-from cjb.gateway.xlat.to_service import drop_for
+from cjb.gateway.xlat.to_service import MAX_DATAGRAM, drop_for, transport_too_short
 
 
 class IdentificationSource:
@@ -61,6 +62,13 @@ def ipv6_to_lan(
     upper = chain.upper_layer
     frag = chain.fragment
     whole = frag is None
+    if frag is not None:
+        if frag.next_header in SKIPPABLE_EXTENSIONS:
+            # Headers after the Fragment header sit in the first fragment only; translating
+            # that one without them and the rest with them could never reassemble.
+            return XlatResult(drop=DropReason.FRAGMENT_INVALID)
+        if frag.offset * 8 + len(packet) - chain.upper_offset + 20 > MAX_DATAGRAM:
+            return XlatResult(drop=DropReason.FRAGMENT_INVALID)  # past 64 KiB as IPv4
     if upper == NH_ICMPV6 and whole and len(packet) >= chain.upper_offset + 1:
         icmp_type = packet[chain.upper_offset]
         if icmp_type in (I.V6_NEIGHBOR_SOLICITATION, I.V6_NEIGHBOR_ADVERTISEMENT):
@@ -93,7 +101,10 @@ def ipv6_to_lan(
         eth_dst = eth.dst
 
     if chain.routing_segments_left_offset is not None:
-        # RFC 7915 §5.1: not translated; parameter problem pointing at Segments Left.
+        # RFC 7915 §5.1: not translated; parameter problem pointing at Segments Left,
+        # except about multicast or non-initial fragments (RFC 4443 §2.4(e)).
+        if ip.dst[0] == 0xFF or (frag is not None and frag.offset):
+            return XlatResult(drop=DropReason.ROUTING_HEADER)
         err = local_errors.parameter_problem(
             cfg, eth.src, packet, ip.src, chain.routing_segments_left_offset
         )
@@ -114,6 +125,9 @@ def ipv6_to_lan(
     else:
         protocol = upper
         if first:
+            short = transport_too_short(protocol, len(payload))
+            if short is not None:
+                return XlatResult(drop=DropReason.FRAGMENT_INVALID if frag else short)
             l4 = bytearray(payload)
             # A zero UDP checksum is invalid in IPv6 (RFC 8200 §8.1); never pass it on as
             # IPv4's "no checksum".

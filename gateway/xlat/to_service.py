@@ -16,14 +16,17 @@ from cjb.common.packet.ethernet import (
     build_ethernet,
     ipv6_multicast_mac,
 )
+from cjb.common.packet.icmp import V4_ERROR_TYPES
 from cjb.common.packet.ipv4 import (
     PROTO_ICMP,
     PROTO_IGMP,
     PROTO_UDP,
+    IPv4Header,
     has_unexpired_source_route,
     parse_ipv4,
 )
 from cjb.common.packet.ipv6 import NH_FRAGMENT, NH_ICMPV6, build_fragment, build_ipv6
+from cjb.common.packet.transport import CHECKSUM_OFFSET
 from cjb.gateway.xlat import local_errors
 from cjb.gateway.xlat.addressing import GROUP_4TO6, LIMITED_BROADCAST, unicast_v4_to_v6
 from cjb.gateway.xlat.config import UdpZeroChecksum, XlatConfig
@@ -37,8 +40,29 @@ _INVALID_TO_DROP = {
 }
 
 
+MAX_DATAGRAM = 65535  # IPv4 total length, and IPv6 payload length without jumbograms
+
+
 def drop_for(invalid: Invalid) -> XlatResult:
     return XlatResult(drop=_INVALID_TO_DROP[invalid.problem])
+
+
+def transport_too_short(protocol: int, length: int) -> DropReason | None:
+    """TRUNCATED when a TCP/UDP header is cut before its checksum field, else None."""
+    off = CHECKSUM_OFFSET.get(protocol)
+    if off is not None and length < off + 2:
+        return DropReason.TRUNCATED
+    return None
+
+
+def may_report_v4(ip: IPv4Header, multicast: bool, packet: bytes) -> bool:
+    """RFC 1122 §3.2.2: no ICMP error about a multicast/broadcast packet, a non-initial
+    fragment, or an ICMP error message."""
+    if multicast or ip.fragment_offset:
+        return False
+    return not (
+        ip.protocol == PROTO_ICMP and len(packet) > ip.ihl and packet[ip.ihl] in V4_ERROR_TYPES
+    )
 
 
 def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatResult:
@@ -53,7 +77,12 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
         return XlatResult(drop=DropReason.ADDRESS_NOT_TRANSLATABLE)
     if ip.dst == LIMITED_BROADCAST or eth.dst == BROADCAST_MAC:
         return XlatResult(drop=DropReason.BROADCAST)
-    if ip.dst[0] >= 224:
+    if ip.protocol == PROTO_IGMP:
+        return XlatResult(drop=DropReason.IGMP)
+    if ip.fragment_offset * 8 + ip.total_length > MAX_DATAGRAM:
+        return XlatResult(drop=DropReason.FRAGMENT_INVALID)  # would reassemble past 64 KiB
+    multicast = ip.dst[0] >= 224
+    if multicast:
         dst6 = GROUP_4TO6.get(ip.dst)
         if dst6 is None:
             return XlatResult(
@@ -70,11 +99,12 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
         eth_dst = eth.dst
 
     if ip.options and has_unexpired_source_route(ip.options):
-        # RFC 7915 §4.1: not translated; ICMPv4 "source route failed" back to the sender.
+        # RFC 7915 §4.1: not translated; ICMPv4 "source route failed" back to the sender,
+        # unless RFC 1122 §3.2.2 forbids an error about this packet.
+        if not may_report_v4(ip, multicast, packet):
+            return XlatResult(drop=DropReason.SOURCE_ROUTE)
         err = local_errors.source_route_failed(cfg, eth.src, packet, ip.src)
         return XlatResult((err,), DropReason.SOURCE_ROUTE)
-    if ip.protocol == PROTO_IGMP:
-        return XlatResult(drop=DropReason.IGMP)
 
     payload = packet[ip.ihl :]
     first = ip.fragment_offset == 0
@@ -89,17 +119,27 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
     else:
         next_header = ip.protocol
         if first:
+            short = transport_too_short(ip.protocol, len(payload))
+            if short is not None:
+                # Without the checksum field we cannot keep the checksum right; a first
+                # fragment this short is also the RFC 1858 tiny-fragment attack.
+                return XlatResult(drop=DropReason.FRAGMENT_INVALID if ip.is_fragment else short)
             l4 = bytearray(payload)
-            if not adjust_transport(
-                ip.protocol, l4, ip.src + ip.dst, src6 + dst6, udp_zero_ok=True
-            ):
-                return XlatResult(drop=DropReason.UDP_ZERO_CHECKSUM)
-            if ip.protocol == PROTO_UDP and len(l4) >= 8 and l4[6:8] == b"\x00\x00":
+            if ip.protocol == PROTO_UDP and l4[6:8] == b"\x00\x00":
                 # RFC 7915 §4.5: compute it (whole datagrams only), or drop, by policy.
                 if ip.is_fragment or cfg.udp_zero_checksum is UdpZeroChecksum.DROP:
                     return XlatResult(drop=DropReason.UDP_ZERO_CHECKSUM)
-                csum = finish(ones_sum(l4) + pseudo_header_sum_v6(src6, dst6, PROTO_UDP, len(l4)))
+                udp_len = int.from_bytes(l4[4:6], "big")
+                if not 8 <= udp_len <= len(l4):
+                    return XlatResult(drop=DropReason.MALFORMED)
+                # RFC 768: the checksum covers the datagram as its length field says.
+                datagram = l4[:udp_len]
+                csum = finish(
+                    ones_sum(datagram) + pseudo_header_sum_v6(src6, dst6, PROTO_UDP, udp_len)
+                )
                 l4[6:8] = csum.to_bytes(2, "big")
+            else:
+                adjust_transport(ip.protocol, l4, ip.src + ip.dst, src6 + dst6, udp_zero_ok=True)
             payload = bytes(l4)
 
     eth_header = build_ethernet(eth_dst, eth.src, ETHERTYPE_IPV6)
@@ -109,6 +149,8 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
         if ip.dont_fragment:
             if size > cfg.service_mtu:
                 # RFC 7915 §4.1 / RFC 1191: tell the sender the MTU across the translator.
+                if not may_report_v4(ip, multicast, packet):
+                    return XlatResult(drop=DropReason.TOO_BIG)
                 err = local_errors.fragmentation_needed(
                     cfg, eth.src, packet, ip.src, cfg.service_mtu - 20
                 )
