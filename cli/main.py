@@ -15,7 +15,11 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "xlat": ("cjb.cli.xlat", "xlat", "Translate a pcap offline (IPv4/ARP <-> fe80::/96 IPv6/NDP)."),
     "gateway": ("cjb.cli.gateway", "gateway", "Gateway data plane: tenants and status."),
     "appliance": ("cjb.cli.appliance", "appliance", "Appliance agent."),
-    "service": ("cjb.cli.service", "service", "Service-host tools: the multi-tenant reference app."),
+    "service": (
+        "cjb.cli.service",
+        "service",
+        "Service-host tools: the multi-tenant reference app.",
+    ),
     "lab": ("cjb.cli.lab", "lab", "The whole system on one machine, in network namespaces."),
 }
 
