@@ -1,0 +1,1 @@
+"""The gateway data plane: per-tenant kernel objects, VNI binding, translator workers."""

@@ -1,0 +1,124 @@
+"""Tenants -> the kernel objects the gateway owns (a `NetworkSpec` for cjb.common.netlink).
+
+Per tenant, in the gateway's namespace:
+  vx-<t>  VXLAN port, VNI = tenant's, to the tenant appliance's underlay address
+  sl-<t>  service link, veth into the service host (far end named after the tenant)
+  nl-<t>  optional native IPv6 link, veth into the service host (far end n-<tenant>)
+Gateway-side ports carry no addresses and have IPv6 disabled: the gateway's own stack
+must never speak on a tenant's segment (no RS, MLD or DAD), only the worker does.
+"""
+
+from __future__ import annotations
+
+from cjb.common.netlink import Link, Namespace, NetworkSpec, Veth, VethPeer, Vxlan
+from cjb.gateway.dataplane.config import GatewayConfig, TenantSpec
+
+OWNER = "gw"
+
+# No stack on the gateway side of a tenant port.
+PORT_SYSCTLS = (
+    ("ipv6.disable_ipv6", "1"),
+    ("ipv6.accept_ra", "0"),
+    ("ipv6.autoconf", "0"),
+)
+
+# The service host's end of a service link: exactly fe80::<service IPv4>, no MAC-derived
+# link-local (it would source NS that ARP cannot express, DESIGN §6), no RA/SLAAC.
+SERVICE_SYSCTLS = (
+    ("ipv6.addr_gen_mode", "1"),
+    ("ipv6.accept_ra", "0"),
+    ("ipv6.autoconf", "0"),
+    ("ipv6.accept_dad", "0"),
+)
+
+NATIVE_SYSCTLS = (
+    ("ipv6.accept_ra", "0"),
+    ("ipv6.autoconf", "0"),
+    ("ipv6.accept_dad", "0"),
+)
+
+
+def service_mac(vni: int, link: int) -> str:
+    """A stable, locally administered MAC for a service-host link (02:c7:<VNI>:<link>).
+
+    Stable across gateway restarts and link re-creation, so LAN clients' ARP caches (which
+    hold the translated NDP answer's MAC) stay right when a tenant's link is rebuilt.
+    """
+    v = vni.to_bytes(3, "big")
+    return f"02:c7:{v[0]:02x}:{v[1]:02x}:{v[2]:02x}:{link:02x}"
+
+
+def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Link]]:
+    """(gateway-side links, service-side links) of one tenant."""
+    gw = [
+        Link(
+            t.tunnel_port,
+            Vxlan(
+                vni=t.vni,
+                local=cfg.underlay_address,
+                remote=t.appliance,
+                port=cfg.underlay_port,
+                underlay=cfg.underlay_device,
+            ),
+            mtu=t.lan_mtu,
+            sysctls=PORT_SYSCTLS,
+            offloads_off=True,
+        ),
+        Link(
+            t.service_port,
+            Veth(peer=t.service_ifname, peer_netns=cfg.service_netns),
+            mtu=t.lan_mtu + 20,  # DESIGN §3: a full IPv4 packet grows by 20 bytes in IPv6
+            sysctls=PORT_SYSCTLS,
+            offloads_off=True,
+        ),
+    ]
+    svc = [
+        Link(
+            t.service_ifname,
+            VethPeer(of=t.service_port),
+            mtu=t.lan_mtu + 20,
+            mac=service_mac(t.vni, 1),
+            addresses=(t.service_address,),
+            sysctls=SERVICE_SYSCTLS,
+            offloads_off=True,
+        )
+    ]
+    if t.native_ipv6:
+        gw.append(
+            Link(
+                t.native_port,
+                Veth(peer=t.native_ifname, peer_netns=cfg.service_netns),
+                mtu=t.lan_mtu,
+                sysctls=PORT_SYSCTLS,
+                offloads_off=True,
+            )
+        )
+        svc.append(
+            Link(
+                t.native_ifname,
+                VethPeer(of=t.native_port),
+                mtu=t.lan_mtu,
+                mac=service_mac(t.vni, 2),
+                sysctls=NATIVE_SYSCTLS,
+                offloads_off=True,
+            )
+        )
+    return gw, svc
+
+
+def gateway_spec(cfg: GatewayConfig) -> NetworkSpec:
+    gw_links: list[Link] = []
+    svc_links: list[Link] = []
+    for t in cfg.tenants:
+        gw, svc = tenant_links(cfg, t)
+        gw_links += gw
+        svc_links += svc
+    if cfg.service_netns is None:
+        return NetworkSpec(OWNER, (Namespace(None, tuple(gw_links + svc_links)),))
+    return NetworkSpec(
+        OWNER,
+        (
+            Namespace(None, tuple(gw_links)),
+            Namespace(cfg.service_netns, tuple(svc_links)),
+        ),
+    )

@@ -1,0 +1,103 @@
+"""Which port a frame goes to, per tenant: the worker's decisions without any sockets.
+
+  tunnel  --IPv6------------------------------> native   (as is, if the tenant has one)
+  tunnel  --everything else--> translator TO_SERVICE --> emits
+  service ----------------> translator TO_LAN -------> emits
+  native  ------------------------------------> tunnel   (as is)
+Emits leave on the port their `Side` names (LAN = tunnel). Nothing a frame contains can
+raise out of `route`: a translator exception becomes a counted "worker-error" drop.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cjb.gateway.xlat import Direction, Side, XlatResult
+
+ETHERTYPE_IPV6 = b"\x86\xdd"
+
+
+class Port(enum.Enum):
+    TUNNEL = "tunnel"
+    SERVICE = "service"
+    NATIVE = "native"
+
+
+_SIDE_PORT = {Side.LAN: Port.TUNNEL, Side.SERVICE: Port.SERVICE}
+
+
+class TranslatorLike(Protocol):
+    def translate(self, frame: bytes, direction: Direction) -> XlatResult: ...
+
+
+@dataclass
+class PortCounters:
+    rx_frames: int = 0
+    rx_bytes: int = 0
+    tx_frames: int = 0
+    tx_bytes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "rx_frames": self.rx_frames,
+            "rx_bytes": self.rx_bytes,
+            "tx_frames": self.tx_frames,
+            "tx_bytes": self.tx_bytes,
+        }
+
+
+@dataclass
+class RouterCounters:
+    ports: dict[Port, PortCounters] = field(
+        default_factory=lambda: {p: PortCounters() for p in Port}
+    )
+    drops: Counter[str] = field(default_factory=Counter)
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ports": {p.value: c.as_dict() for p, c in self.ports.items()},
+            "drops": dict(sorted(self.drops.items())),
+            "last_error": self.last_error,
+        }
+
+
+class FrameRouter:
+    def __init__(self, translator: TranslatorLike, native: bool) -> None:
+        self.translator = translator
+        self.native = native
+        self.counters = RouterCounters()
+
+    def route(self, port: Port, frame: bytes) -> list[tuple[Port, bytes]]:
+        rx = self.counters.ports[port]
+        rx.rx_frames += 1
+        rx.rx_bytes += len(frame)
+        if port is Port.NATIVE:
+            return [(Port.TUNNEL, frame)]
+        if port is Port.TUNNEL and frame[12:14] == ETHERTYPE_IPV6:
+            if self.native:
+                return [(Port.NATIVE, frame)]
+            self.counters.drops["native-ipv6-no-link"] += 1
+            return []
+        direction = Direction.TO_SERVICE if port is Port.TUNNEL else Direction.TO_LAN
+        try:
+            result = self.translator.translate(frame, direction)
+        except Exception as exc:  # one bad frame must never stop the worker: count it
+            self.counters.drops["worker-error"] += 1
+            self.counters.last_error = f"{type(exc).__name__}: {exc}"[:200]
+            return []
+        if result.drop is not None:
+            self.counters.drops[result.drop.value] += 1
+        return [(_SIDE_PORT[e.side], e.frame) for e in result.emits]
+
+    def sent(self, port: Port, frame: bytes) -> None:
+        tx = self.counters.ports[port]
+        tx.tx_frames += 1
+        tx.tx_bytes += len(frame)
+
+    def send_failed(self, port: Port, exc: OSError) -> None:
+        self.counters.drops[f"tx-error-{port.value}"] += 1
+        self.counters.last_error = f"send on {port.value}: {exc.strerror}"

@@ -1,0 +1,39 @@
+"""`cjb lab status`: nodes, namespaces and the processes running in them."""
+
+from __future__ import annotations
+
+from cjb.lab import procs
+from cjb.lab.control import lab_namespaces
+from cjb.lab.state import runs
+
+
+def render() -> str:
+    lines = []
+    all_runs = runs()
+    known = set()
+    for state in all_runs:
+        flag = "up" if state.complete else "INCOMPLETE (run `cjb lab down`)"
+        lines.append(
+            f"run {state.run_id}: {state.tenants} tenants"
+            f"{', same MACs' if state.same_mac else ''} [{flag}]  dir {state.run_dir}"
+        )
+        lines.append(f"  {'node':12} {'namespace':28} processes")
+        present = lab_namespaces()
+        for node, ns in state.namespaces.items():
+            known.add(ns)
+            running = [
+                f"{p.pid}{'' if procs.alive(p.pid) else ' (dead)'} {' '.join(p.argv[3:5])}"
+                for p in state.processes
+                if p.node == node
+            ]
+            mark = "" if ns in present else " (missing)"
+            lines.append(f"  {node:12} {ns + mark:28} {'; '.join(running) or '-'}")
+        lines.append("")
+    strays = sorted(lab_namespaces() - known)
+    if strays:
+        lines.append(
+            "namespaces of no recorded run (remove with `cjb lab down`): " + ", ".join(strays)
+        )
+    if not lines:
+        lines.append("no lab run (start one with `cjb lab up`)")
+    return "\n".join(lines) + "\n"

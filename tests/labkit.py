@@ -1,0 +1,148 @@
+"""Helpers for the real-kernel lab tests: skip reasons, a lab per module, processes and
+packet captures inside lab namespaces. Used by tests/test_lab_*.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjb.common.netlink import netns
+from cjb.lab import procs
+from cjb.lab.control import down, lab_namespaces, up
+from cjb.lab.state import LabState
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+def require(*programs: str) -> None:
+    """Skip (never pass) with the reason, when the lab cannot run here."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the lab creates network namespaces, veth and VXLAN links")
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        pytest.skip(f"missing programs {missing}: apt-get install -y --no-install-recommends ...")
+
+
+@contextmanager
+def lab(tenants: int, same_mac: bool = False) -> Iterator[LabState]:
+    require("nft", "curl")
+    state = up(tenants, same_mac, log=lambda _m: None)
+    try:
+        yield state
+    finally:
+        remaining = down(log=lambda _m: None, only=state.run_id)
+        assert not remaining, f"left behind: {remaining}"
+
+
+def run_in(
+    ns: str, argv: list[str], timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    with netns(ns):
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
+
+
+def python_in(
+    ns: str, code: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return run_in(ns, [sys.executable, "-c", code, *args], timeout=timeout)
+
+
+def spawn_python(ns: str, code: str, *args: str) -> subprocess.Popen[str]:
+    with netns(ns):
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def wait_port(ns: str, port: int, kind: int = socket.SOCK_STREAM, timeout: float = 10) -> None:
+    """Wait until something listens on [::]:port in `ns` (via /proc/net/{tcp6,udp6})."""
+    table = "tcp6" if kind == socket.SOCK_STREAM else "udp6"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with netns(ns), open(f"/proc/net/{table}") as f:
+            if f":{port:04X} " in f.read():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} in {ns}")
+
+
+def gateway_status(state: LabState) -> dict[str, Any]:
+    path = state.run_dir / "gateway" / "status.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def fresh_status(state: LabState) -> dict[str, Any]:
+    """The status file after the gateway's next rewrite (it rewrites every second)."""
+    path = state.run_dir / "gateway" / "status.json"
+    before = path.stat().st_mtime_ns
+    deadline = time.monotonic() + 5
+    while path.stat().st_mtime_ns == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gateway_status(state)
+
+
+class Capture:
+    """AF_PACKET sockets on links of one namespace; collects every frame received."""
+
+    def __init__(self, ns: str, ifnames: list[str]) -> None:
+        self.socks: dict[str, socket.socket] = {}
+        with netns(ns):
+            for name in ifnames:
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                s.bind((name, ETH_P_ALL))
+                s.setblocking(False)
+                self.socks[name] = s
+
+    def drain(self) -> dict[str, list[bytes]]:
+        out: dict[str, list[bytes]] = {name: [] for name in self.socks}
+        for name, s in self.socks.items():
+            while True:
+                try:
+                    frame, addr = s.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                if addr[2] != PACKET_OUTGOING:
+                    out[name].append(frame)
+        return out
+
+    def close(self) -> None:
+        for s in self.socks.values():
+            s.close()
+
+
+def send_frames(ns: str, ifname: str, frames: list[bytes]) -> None:
+    with netns(ns), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((ifname, 0))
+        for frame in frames:
+            s.send(frame)
+
+
+def processes_of(state: LabState) -> list[int]:
+    return [p.pid for p in state.processes if procs.alive(p.pid)]
+
+
+def namespaces_of(run_id: str) -> set[str]:
+    return {n for n in lab_namespaces() if n.startswith(f"cjblab{run_id}-")}
+
+
+def read_log(state: LabState, node: str) -> str:
+    return Path(state.run_dir / "logs" / f"{node}.log").read_text()

@@ -1,0 +1,202 @@
+"""Gateway data plane without a kernel: config errors, kernel objects (golden), VNI binding
+rules, the worker's routing decisions, and the tenant directory the service host reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cjb.common.netlink import apply
+from cjb.common.netlink.fake import FakeKernel
+from cjb.gateway.dataplane.config import ConfigFileError, load
+from cjb.gateway.dataplane.directory import directory
+from cjb.gateway.dataplane.kernel_spec import gateway_spec
+from cjb.gateway.dataplane.router import FrameRouter, Port
+from cjb.gateway.dataplane.vni_binding import binding_table
+from cjb.gateway.xlat import Direction, DropReason, Emit, Side, XlatResult
+from cjb.service.directory import parse_directory
+
+CONFIG = {
+    "underlay": {"address": "fd63:6a62::2", "device": "wan0"},
+    "service_netns": "svc",
+    "state_dir": "/nonexistent/cjb-test-gw",  # never written by these tests
+    "tenants": {
+        "acme": {"vni": 7, "appliance": "fd63:6a62:1::2"},
+        "globex": {"vni": 8, "appliance": "fd63:6a62:2::2", "native_ipv6": False},
+    },
+}
+
+
+def _write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_config_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    bad = json.loads(json.dumps(CONFIG))
+    bad["tenants"]["acme"]["vni"] = 1 << 24
+    path = _write(tmp_path, bad)
+    with pytest.raises(ConfigFileError) as info:
+        load(path)
+    assert str(path) in str(info.value)
+    assert "tenants.acme.vni" in str(info.value)
+
+
+def test_config_refuses_a_reused_vni(tmp_path: Path) -> None:
+    bad = json.loads(json.dumps(CONFIG))
+    bad["tenants"]["globex"]["vni"] = 7
+    with pytest.raises(ConfigFileError, match="reuses vni 7"):
+        load(_write(tmp_path, bad))
+
+
+def test_config_missing_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigFileError, match="no such file"):
+        load(tmp_path / "absent.json")
+
+
+GOLDEN_GATEWAY = """\
+netns (current)
+  sysctl net/ipv6/conf/nl-acme/accept_ra=0
+  sysctl net/ipv6/conf/nl-acme/autoconf=0
+  sysctl net/ipv6/conf/nl-acme/disable_ipv6=1
+  sysctl net/ipv6/conf/sl-acme/accept_ra=0
+  sysctl net/ipv6/conf/sl-acme/autoconf=0
+  sysctl net/ipv6/conf/sl-acme/disable_ipv6=1
+  sysctl net/ipv6/conf/sl-globex/accept_ra=0
+  sysctl net/ipv6/conf/sl-globex/autoconf=0
+  sysctl net/ipv6/conf/sl-globex/disable_ipv6=1
+  sysctl net/ipv6/conf/vx-acme/accept_ra=0
+  sysctl net/ipv6/conf/vx-acme/autoconf=0
+  sysctl net/ipv6/conf/vx-acme/disable_ipv6=1
+  sysctl net/ipv6/conf/vx-globex/accept_ra=0
+  sysctl net/ipv6/conf/vx-globex/autoconf=0
+  sysctl net/ipv6/conf/vx-globex/disable_ipv6=1
+  link nl-acme kind=veth mtu=1500 master=- up alias=cjb:gw offloads=off
+  link sl-acme kind=veth mtu=1520 master=- up alias=cjb:gw offloads=off
+  link sl-globex kind=veth mtu=1520 master=- up alias=cjb:gw offloads=off
+  link vx-acme kind=vxlan mtu=1500 master=- up alias=cjb:gw vni=7 local=fd63:6a62::2 \
+remote=fd63:6a62:1::2 port=4789 offloads=off
+  link vx-globex kind=vxlan mtu=1500 master=- up alias=cjb:gw vni=8 local=fd63:6a62::2 \
+remote=fd63:6a62:2::2 port=4789 offloads=off
+netns svc
+  sysctl net/ipv6/conf/acme/accept_dad=0
+  sysctl net/ipv6/conf/acme/accept_ra=0
+  sysctl net/ipv6/conf/acme/addr_gen_mode=1
+  sysctl net/ipv6/conf/acme/autoconf=0
+  sysctl net/ipv6/conf/globex/accept_dad=0
+  sysctl net/ipv6/conf/globex/accept_ra=0
+  sysctl net/ipv6/conf/globex/addr_gen_mode=1
+  sysctl net/ipv6/conf/globex/autoconf=0
+  sysctl net/ipv6/conf/n-acme/accept_dad=0
+  sysctl net/ipv6/conf/n-acme/accept_ra=0
+  sysctl net/ipv6/conf/n-acme/autoconf=0
+  link acme kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:07:01 offloads=off
+    addr fe80::c0a8:64/64
+  link globex kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:08:01 offloads=off
+    addr fe80::c0a8:64/64
+  link n-acme kind=veth mtu=1500 master=- up alias=cjb:gw mac=02:c7:00:00:07:02 offloads=off
+"""
+
+
+def test_gateway_kernel_objects_golden(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, CONFIG))
+    kernel = FakeKernel()
+    kernel.add_namespace("svc")
+    apply(kernel, gateway_spec(cfg))
+    rendered = kernel.render()
+    assert rendered == GOLDEN_GATEWAY
+    assert apply(kernel, gateway_spec(cfg)) == []
+
+
+def test_removing_a_tenant_removes_its_objects_on_both_sides(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, CONFIG))
+    kernel = FakeKernel()
+    kernel.add_namespace("svc")
+    apply(kernel, gateway_spec(cfg))
+    smaller = json.loads(json.dumps(CONFIG))
+    del smaller["tenants"]["acme"]
+    apply(kernel, gateway_spec(load(_write(tmp_path, smaller))))
+    assert "acme" not in kernel.render()
+    assert "globex" in kernel.render()
+
+
+def test_vni_binding_rules(tmp_path: Path) -> None:
+    table = binding_table(load(_write(tmp_path, CONFIG)))
+    script = table.script()
+    assert script.startswith("table inet cjb_gw\ndelete table inet cjb_gw\n")
+    assert "@th,96,24 7 ip6 saddr fd63:6a62:1::2 counter name ok_acme accept" in script
+    assert "@th,96,24 7 counter name spoof_acme drop" in script
+    assert "@th,96,24 8 ip6 saddr fd63:6a62:2::2 counter name ok_globex accept" in script
+    assert script.rstrip().endswith("counter name unknown_vni drop\n\t}\n}")
+
+
+def test_directory_is_what_the_service_library_reads(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, CONFIG))
+    data = json.dumps(directory(cfg)).encode()
+    parsed = parse_directory(data, "test")
+    acme = parsed.binding("acme")
+    native = parsed.binding("n-acme")
+    assert acme is not None and acme.entry.tenant == "acme" and acme.link == "service"
+    assert native is not None and native.entry.tenant == "acme" and native.link == "native"
+    assert parsed.binding("n-globex") is None
+
+
+class _FakeTranslator:
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, Direction]] = []
+
+    def translate(self, frame: bytes, direction: Direction) -> XlatResult:
+        self.seen.append((frame, direction))
+        if frame.startswith(b"BOOM"):
+            raise ValueError("bad frame")
+        if frame.startswith(b"DROP"):
+            return XlatResult(drop=DropReason.MALFORMED)
+        side = Side.SERVICE if direction is Direction.TO_SERVICE else Side.LAN
+        return XlatResult(emits=(Emit(side, b"X" + frame),))
+
+
+IPV4 = b"\x02" * 12 + b"\x08\x00" + b"payload"
+IPV6 = b"\x02" * 12 + b"\x86\xdd" + b"payload"
+
+
+def test_router_sends_ipv6_from_the_tunnel_to_the_native_link_untranslated() -> None:
+    xl = _FakeTranslator()
+    router = FrameRouter(xl, native=True)
+    assert router.route(Port.TUNNEL, IPV6) == [(Port.NATIVE, IPV6)]
+    assert router.route(Port.NATIVE, IPV6) == [(Port.TUNNEL, IPV6)]
+    assert xl.seen == []
+
+
+def test_router_without_native_link_counts_ipv6() -> None:
+    router = FrameRouter(_FakeTranslator(), native=False)
+    assert router.route(Port.TUNNEL, IPV6) == []
+    assert router.counters.drops["native-ipv6-no-link"] == 1
+
+
+def test_router_translates_both_ways_and_counts() -> None:
+    xl = _FakeTranslator()
+    router = FrameRouter(xl, native=True)
+    assert router.route(Port.TUNNEL, IPV4) == [(Port.SERVICE, b"X" + IPV4)]
+    assert router.route(Port.SERVICE, IPV6) == [(Port.TUNNEL, b"X" + IPV6)]
+    assert [d for _, d in xl.seen] == [Direction.TO_SERVICE, Direction.TO_LAN]
+    assert router.counters.ports[Port.TUNNEL].rx_frames == 1
+    assert router.counters.ports[Port.TUNNEL].rx_bytes == len(IPV4)
+
+
+def test_one_bad_frame_is_counted_and_does_not_stop_the_router() -> None:
+    router = FrameRouter(_FakeTranslator(), native=True)
+    assert router.route(Port.SERVICE, b"BOOM" + IPV6) == []
+    assert router.route(Port.SERVICE, b"DROP") == []
+    assert router.route(Port.TUNNEL, IPV4)
+    assert router.counters.drops == {"worker-error": 1, "malformed": 1}
+    assert router.counters.last_error == "ValueError: bad frame"
+
+
+def test_vni_binding_counters_survive_a_table_replacement(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, CONFIG))
+    script = binding_table(cfg, {"spoof_acme": (5, 500)}).script()
+    assert "counter spoof_acme { packets 5 bytes 500 }" in script
+    assert "counter ok_acme { packets 0 bytes 0 }" in script
