@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
+
+from cjb.common.packet.checksum import finish, ones_sum
+from cjb.common.packet.errors import Invalid, truncated
 
 # ICMPv4
 V4_ECHO_REPLY = 0
@@ -37,3 +41,28 @@ HEADER = struct.Struct("!BBH")  # type, code, checksum; the next 4 bytes depend 
 def is_v6_error(icmp_type: int) -> bool:
     """RFC 4443 §2.1: types 0-127 are errors."""
     return icmp_type < 128
+
+
+class IcmpHeader(NamedTuple):
+    """The fixed 8 bytes shared by ICMPv4 and ICMPv6: type, code, checksum and the
+    type-specific word (echo id/seq, MTU, pointer, RFC 4884 length)."""
+
+    icmp_type: int
+    code: int
+    checksum: int
+    rest: bytes
+
+
+def parse_icmp(data: bytes) -> IcmpHeader | Invalid:
+    if len(data) < ICMP_HEADER_LEN:
+        return truncated("icmp header", ICMP_HEADER_LEN, len(data))
+    icmp_type, code, checksum = HEADER.unpack_from(data)
+    return IcmpHeader(icmp_type, code, checksum, data[4:8])
+
+
+def build_icmp(header: IcmpHeader, body: bytes, pseudo_sum: int = 0) -> bytes:
+    """Header + body with the checksum computed; `pseudo_sum` is the IPv6 pseudo-header
+    sum for ICMPv6 (RFC 4443 §2.3), 0 for ICMPv4 (RFC 792)."""
+    out = HEADER.pack(header.icmp_type, header.code, 0) + header.rest + body
+    csum = finish(ones_sum(out) + pseudo_sum)
+    return out[:2] + csum.to_bytes(2, "big") + out[4:]
