@@ -8,7 +8,7 @@ place after the (re-padded) quoted packet.
 from __future__ import annotations
 
 from cjb.common.packet import icmp as I
-from cjb.common.packet.checksum import adjust, finish, ones_sum, pseudo_header_sum_v6, verify
+from cjb.common.packet.checksum import adjust, ones_sum, pseudo_header_sum_v6, verify
 from cjb.common.packet.errors import Invalid
 from cjb.common.packet.ipv4 import (
     FLAG_DF,
@@ -309,9 +309,8 @@ def icmp_4to6(msg: bytes, src6: bytes, dst6: bytes, cfg: XlatConfig) -> bytes | 
         rest = bytes((words,)) + rest[1:]
     else:
         body = inner[:room]
-    out = bytes((new_type, new_code, 0, 0)) + rest + body
-    csum = finish(ones_sum(out) + pseudo_header_sum_v6(src6, dst6, NH_ICMPV6, len(out)))
-    return out[:2] + csum.to_bytes(2, "big") + out[4:]
+    pseudo = pseudo_header_sum_v6(src6, dst6, NH_ICMPV6, I.ICMP_HEADER_LEN + len(body))
+    return I.build_icmp(I.IcmpHeader(new_type, new_code, 0, rest), body, pseudo)
 
 
 def icmp_6to4(msg: bytes, src6: bytes, dst6: bytes, cfg: XlatConfig) -> bytes | DropReason:
@@ -371,5 +370,4 @@ def icmp_6to4(msg: bytes, src6: bytes, dst6: bytes, cfg: XlatConfig) -> bytes | 
         rest = rest[:1] + bytes((words,)) + rest[2:]
     else:
         body = inner[:room]
-    out = bytes((new_type, new_code, 0, 0)) + rest + body
-    return out[:2] + finish(ones_sum(out)).to_bytes(2, "big") + out[4:]
+    return I.build_icmp(I.IcmpHeader(new_type, new_code, 0, rest), body)

@@ -5,7 +5,7 @@ parameter problem to the service link (RFC 7915 §4.1, §5.1)."""
 from __future__ import annotations
 
 from cjb.common.packet import icmp as I
-from cjb.common.packet.checksum import finish, ones_sum, pseudo_header_sum_v6
+from cjb.common.packet.checksum import pseudo_header_sum_v6
 from cjb.common.packet.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, build_ethernet
 from cjb.common.packet.ipv4 import PROTO_ICMP, build_ipv4
 from cjb.common.packet.ipv6 import NH_ICMPV6, build_ipv6
@@ -26,8 +26,8 @@ def icmpv4_error(
     rest: bytes,
 ) -> Emit:
     """An ICMPv4 error about `packet` (whose sender is `src`, MAC `eth_src`), towards the LAN."""
-    body = bytes((icmp_type, code, 0, 0)) + rest + packet[: MAX_ICMPV4_ERROR_PACKET - 28]
-    body = body[:2] + finish(ones_sum(body)).to_bytes(2, "big") + body[4:]
+    quoted = packet[: MAX_ICMPV4_ERROR_PACKET - 28]
+    body = I.build_icmp(I.IcmpHeader(icmp_type, code, 0, rest), quoted)
     ip = build_ipv4(
         tos=0,
         total_length=20 + len(body),
@@ -52,9 +52,9 @@ def icmpv6_error(
 ) -> Emit:
     """An ICMPv6 error about `packet`, towards the service link (RFC 4443 §2.4(c) size cap)."""
     own = cfg.icmp_source_v6.packed
-    body = bytes((icmp_type, code, 0, 0)) + rest + packet[: MAX_ICMPV6_ERROR_PACKET - 48]
-    csum = finish(ones_sum(body) + pseudo_header_sum_v6(own, src, NH_ICMPV6, len(body)))
-    body = body[:2] + csum.to_bytes(2, "big") + body[4:]
+    quoted = packet[: MAX_ICMPV6_ERROR_PACKET - 48]
+    pseudo = pseudo_header_sum_v6(own, src, NH_ICMPV6, 8 + len(quoted))
+    body = I.build_icmp(I.IcmpHeader(icmp_type, code, 0, rest), quoted, pseudo)
     ip = build_ipv6(
         traffic_class=0,
         payload_length=len(body),

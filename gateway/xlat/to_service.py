@@ -156,19 +156,7 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
                 )
                 return XlatResult((err,), DropReason.TOO_BIG)
         elif size > limit:
-            return _fragmented(
-                eth_header,
-                ip.tos,
-                ip.ttl,
-                src6,
-                dst6,
-                next_header,
-                payload,
-                0,
-                False,
-                ip.identification,
-                limit,
-            )
+            return _fragmented(eth_header, ip, src6, dst6, next_header, payload, limit)
         header = build_ipv6(
             traffic_class=ip.tos,
             payload_length=len(payload),
@@ -180,36 +168,22 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
         return XlatResult((Emit(Side.SERVICE, eth_header + header + payload),))
 
     # An IPv4 fragment: always gets a Fragment header (RFC 7915 §4.1), split further if needed.
-    return _fragmented(
-        eth_header,
-        ip.tos,
-        ip.ttl,
-        src6,
-        dst6,
-        next_header,
-        payload,
-        ip.fragment_offset,
-        ip.more_fragments,
-        ip.identification,
-        limit,
-    )
+    return _fragmented(eth_header, ip, src6, dst6, next_header, payload, limit)
 
 
 def _fragmented(
     eth_header: bytes,
-    tos: int,
-    ttl: int,
+    ip: IPv4Header,
     src6: bytes,
     dst6: bytes,
     next_header: int,
     payload: bytes,
-    offset_units: int,
-    more: bool,
-    ident: int,
     limit: int,
 ) -> XlatResult:
-    """IPv6 fragments of at most `limit` bytes each; the IPv4 ID becomes the low 16 bits of
-    the 32-bit IPv6 ID (RFC 7915 §4.1)."""
+    """IPv6 fragments of at most `limit` bytes each, continuing the IPv4 packet's own
+    offset and M flag; the IPv4 ID becomes the low 16 bits of the IPv6 ID (RFC 7915 §4.1)."""
+    offset_units, more, ident = ip.fragment_offset, ip.more_fragments, ip.identification
+    tos, ttl = ip.tos, ip.ttl
     chunk = (limit - 48) // 8 * 8
     emits = []
     pos = 0
