@@ -48,19 +48,22 @@ def _tenancy(directory: str) -> Tenancy:
     return Tenancy.open(directory)
 
 
-@click.group()
-def service() -> None:
-    """Service-host tools: the multi-tenant reference app and its PROXY v2 front."""
-
-
-@service.command()
-@click.option(
+_directory_option = click.option(
     "--directory",
     "directory",
     required=True,
     type=click.Path(dir_okay=False),
     help="Tenant directory JSON file published by the gateway (watched for changes).",
 )
+
+
+@click.group()
+def service() -> None:
+    """Service-host tools: the multi-tenant reference app and its PROXY v2 front."""
+
+
+@service.command()
+@_directory_option
 @click.option("--port", default=80, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--docroot",
@@ -123,13 +126,7 @@ def serve(
 
 
 @service.command()
-@click.option(
-    "--directory",
-    "directory",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Tenant directory JSON file published by the gateway (watched for changes).",
-)
+@_directory_option
 @click.option("--listen-port", required=True, type=click.IntRange(0, 65535))
 @click.option("--bind", "bind", default="::", show_default=True, help="Listen address.")
 @click.option(

@@ -9,7 +9,8 @@ Modules, one job each:
 - `watch` — notices changes to that file (mtime poll, time passed in; no thread inside).
 - `resolve` — peer sockaddr -> interface name -> tenant; never raises.
 - `tenancy` — the facade an application holds: directory + watcher + resolver + clock.
-- `aio` — asyncio helpers: tenant of a StreamWriter/transport, listening sockets, watch task.
+- `aio` — asyncio helpers: tenant of a StreamWriter/transport, listening sockets, watch task,
+  the connection cap and serve loop shared by `http_server` and `front`.
 - `proxy_v2` — PROXY protocol v2 codec (sans-IO) with CJB's tenant TLVs.
 - `site`, `http_server`, `front` — the reference multi-tenant HTTP server and PROXY v2 front.
 """

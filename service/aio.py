@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
+from collections.abc import Awaitable, Callable
 
 from cjb.service import logfmt
 from cjb.service.errors import AddressError
@@ -103,3 +105,54 @@ def listen_socket(host: str, port: int, backlog: int = 512) -> socket.socket:
         sock.close()
         raise AddressError(f"cannot listen on [{host}]:{port}: {exc.strerror}") from None
     return sock
+
+
+class ConnectionLimit:
+    """A stream server's connection cap: `handle` closes a connection over `max_connections`
+    at once, otherwise runs `connection` and closes it afterwards."""
+
+    def __init__(self, max_connections: int) -> None:
+        self._max_connections = max_connections
+        self._open = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The `asyncio.start_server` callback."""
+        if self._open >= self._max_connections:
+            writer.close()
+            return
+        self._open += 1
+        try:
+            await self.connection(reader, writer)
+        finally:
+            self._open -= 1
+            writer.close()
+
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+async def serve_tenancy(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    tenancy: Tenancy,
+    host: str,
+    port: int,
+    *,
+    app: str,
+    on_ready: Callable[[], Awaitable[None] | None] | None = None,
+    **fields: object,
+) -> None:
+    """Listen on [host]:port with `handle` until cancelled, watching the tenant directory;
+    logs one "listening" event (`app`, the address, then `fields`)."""
+    server = await asyncio.start_server(handle, sock=listen_socket(host, port))
+    watcher = asyncio.create_task(watch_directory(tenancy))
+    address = f"[{host}]:{port}"
+    logfmt.log(logfmt.EVENTS, "listening", logging.INFO, app=app, address=address, **fields)
+    try:
+        async with server:
+            if on_ready is not None:
+                maybe = on_ready()
+                if maybe is not None:
+                    await maybe
+            await server.serve_forever()
+    finally:
+        watcher.cancel()

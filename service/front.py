@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from cjb.service import logfmt, proxy_v2
-from cjb.service.aio import listen_socket, watch_directory
+from cjb.service.aio import ConnectionLimit, serve_tenancy
 from cjb.service.resolve import Known, split_sockaddr
 from cjb.service.tenancy import Tenancy
 
@@ -32,10 +32,7 @@ def header_for(result: Known, local_sockaddr: object) -> bytes:
     local = split_sockaddr(local_sockaddr)
     dst_host, dst_port = (local[0], local[1]) if local is not None else ("::", 0)
     return proxy_v2.encode(
-        proxy_v2.ProxyHeader(
-            proxy_v2.Command.PROXY,
-            proxy_v2.Family.INET6,
-            proxy_v2.Transport.STREAM,
+        proxy_v2.stream6(
             result.peer_host,
             result.peer_port,
             dst_host,
@@ -61,24 +58,13 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, idle: floa
     return total
 
 
-class Front:
+class Front(ConnectionLimit):
     def __init__(self, tenancy: Tenancy, config: FrontConfig) -> None:
+        super().__init__(config.max_connections)
         self.tenancy = tenancy
         self.config = config
-        self._open = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= self.config.max_connections:
-            writer.close()
-            return
-        self._open += 1
-        try:
-            await self._relay(reader, writer)
-        finally:
-            self._open -= 1
-            writer.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         result = self.tenancy.resolve(writer.get_extra_info("peername"))
         if not isinstance(result, Known):
             logfmt.log(
@@ -127,18 +113,11 @@ class Front:
 
 async def run_front(tenancy: Tenancy, config: FrontConfig, host: str, port: int) -> None:
     """Run the front until cancelled."""
-    front = Front(tenancy, config)
-    server = await asyncio.start_server(front.handle, sock=listen_socket(host, port))
-    watcher = asyncio.create_task(watch_directory(tenancy))
-    logfmt.log(
-        logfmt.EVENTS,
-        "listening",
+    await serve_tenancy(
+        Front(tenancy, config).handle,
+        tenancy,
+        host,
+        port,
         app="front",
-        address=f"[{host}]:{port}",
         upstream=f"{config.upstream_host}:{config.upstream_port}",
     )
-    try:
-        async with server:
-            await server.serve_forever()
-    finally:
-        watcher.cancel()

@@ -22,7 +22,7 @@ from pathlib import Path
 import h11
 
 from cjb.service import logfmt, proxy_v2, site
-from cjb.service.aio import listen_socket, watch_directory
+from cjb.service.aio import ConnectionLimit, serve_tenancy
 from cjb.service.resolve import Known
 from cjb.service.tenancy import Tenancy
 
@@ -57,27 +57,18 @@ class _Close(Exception):
     """End this connection (after whatever was already sent)."""
 
 
-class ReferenceServer:
+class ReferenceServer(ConnectionLimit):
     def __init__(
         self, tenancy: Tenancy, config: ServerConfig, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        super().__init__(config.max_connections)
         self.tenancy = tenancy
         self.config = config
         self._clock = clock
-        self._open = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= self.config.max_connections:
-            writer.close()
-            return
-        self._open += 1
-        try:
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(_Close, ConnectionError, TimeoutError):
             await self._connection(reader, writer)
-        except (_Close, ConnectionError, TimeoutError):
-            pass
-        finally:
-            self._open -= 1
-            writer.close()
 
     async def _identify(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -293,24 +284,13 @@ async def serve(
     on_ready: Callable[[], Awaitable[None] | None] | None = None,
 ) -> None:
     """Run the reference server until cancelled."""
-    app = ReferenceServer(tenancy, config)
-    sock = listen_socket(host, port)
-    server = await asyncio.start_server(app.handle, sock=sock)
-    watcher = asyncio.create_task(watch_directory(tenancy))
-    logfmt.log(
-        logfmt.EVENTS,
-        "listening",
+    await serve_tenancy(
+        ReferenceServer(tenancy, config).handle,
+        tenancy,
+        host,
+        port,
         app="serve",
-        address=f"[{host}]:{port}",
+        on_ready=on_ready,
         tenants=len(tenancy.directory.entries),
         proxy_protocol=config.proxy_protocol,
     )
-    try:
-        async with server:
-            if on_ready is not None:
-                maybe = on_ready()
-                if maybe is not None:
-                    await maybe
-            await server.serve_forever()
-    finally:
-        watcher.cancel()

@@ -108,6 +108,19 @@ def cjb_tlvs(tenant: str, ifname: str) -> tuple[tuple[int, bytes], ...]:
     return ((PP2_TYPE_CJB_TENANT, tenant.encode()), (PP2_TYPE_CJB_IFNAME, ifname.encode()))
 
 
+def stream6(
+    src_addr: str,
+    src_port: int,
+    dst_addr: str,
+    dst_port: int,
+    tlvs: tuple[tuple[int, bytes], ...] = (),
+) -> ProxyHeader:
+    """A PROXY header for a TCP connection over IPv6 (what the front sends)."""
+    return ProxyHeader(
+        Command.PROXY, Family.INET6, Transport.STREAM, src_addr, src_port, dst_addr, dst_port, tlvs
+    )
+
+
 def encode(header: ProxyHeader) -> bytes:
     """The header's bytes. Raises ValueError on a header we would not send (our own bug)."""
     body = bytearray()

@@ -50,18 +50,7 @@ def docroot(tmp_path: Path) -> Path:
 
 def proxy_header(tenant: str | None, ifname: str = "ta") -> bytes:
     tlvs = pp.cjb_tlvs(tenant, ifname) if tenant else ()
-    return pp.encode(
-        pp.ProxyHeader(
-            pp.Command.PROXY,
-            pp.Family.INET6,
-            pp.Transport.STREAM,
-            "fe80::c0a8:a",
-            40000,
-            "fe80::c0a8:64",
-            80,
-            tlvs,
-        )
-    )
+    return pp.encode(pp.stream6("fe80::c0a8:a", 40000, "fe80::c0a8:64", 80, tlvs))
 
 
 def get(path: str = "/", extra: str = "") -> bytes:

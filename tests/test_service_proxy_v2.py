@@ -25,6 +25,10 @@ def _tcp6_vector() -> bytes:
     return SIG + b"\x21\x21" + struct.pack("!H", len(body)) + body
 
 
+def _addresses(h: pp.ProxyHeader) -> tuple[str | None, int, str | None, int]:
+    return (h.src_addr, h.src_port, h.dst_addr, h.dst_port)
+
+
 def test_signature_is_the_specs() -> None:
     assert pp.SIGNATURE == SIG and len(SIG) == 12
 
@@ -53,12 +57,7 @@ def test_parse_hand_built_vector_with_trailing_payload() -> None:
         pp.Family.INET6,
         pp.Transport.STREAM,
     )
-    assert (h.src_addr, h.src_port, h.dst_addr, h.dst_port) == (
-        "fe80::c0a8:a",
-        40000,
-        "fe80::c0a8:64",
-        80,
-    )
+    assert _addresses(h) == ("fe80::c0a8:a", 40000, "fe80::c0a8:64", 80)
     assert (h.tenant, h.ifname) == ("t1", "ta")
     assert data[result.consumed :] == b"GET / HTTP/1.1\r\n"
 
@@ -156,10 +155,5 @@ def test_front_header_carries_original_addresses_and_tenant() -> None:
     parsed = pp.parse(raw)
     assert isinstance(parsed, pp.Parsed)
     h = parsed.header
-    assert (h.src_addr, h.src_port, h.dst_addr, h.dst_port) == (
-        "fe80::c0a8:a",
-        51000,
-        "fe80::c0a8:64",
-        8081,
-    )
+    assert _addresses(h) == ("fe80::c0a8:a", 51000, "fe80::c0a8:64", 8081)
     assert (h.tenant, h.ifname) == ("globex", "tb")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from scapy.error import Scapy_Exception
 from scapy.utils import RawPcapNgReader, RawPcapReader, RawPcapWriter
@@ -35,6 +36,24 @@ class LinkType(enum.IntEnum):
 SUPPORTED = ", ".join(f"{t.value} ({t.name})" for t in LinkType)
 
 
+class _Closing:
+    """A context manager that calls `close()` on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One captured packet with its timestamp, kept in the file's own resolution."""
@@ -44,7 +63,7 @@ class Record:
     data: bytes
 
 
-class CaptureReader:
+class CaptureReader(_Closing):
     """Iterates the records of one classic pcap file of a supported link type."""
 
     def __init__(self, path: Path) -> None:
@@ -79,19 +98,8 @@ class CaptureReader:
     def close(self) -> None:
         self._reader.close()
 
-    def __enter__(self) -> CaptureReader:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class CaptureWriter:
+class CaptureWriter(_Closing):
     """Writes records to a classic pcap file, header first, so an empty result is valid."""
 
     def __init__(self, path: Path, linktype: LinkType, *, nano: bool = False) -> None:
@@ -114,14 +122,3 @@ class CaptureWriter:
 
     def close(self) -> None:
         self._writer.close()
-
-    def __enter__(self) -> CaptureWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
