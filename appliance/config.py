@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from cjb.common.config_file import ConfigFileError, load_json_model
 
 IfName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
 
 
-class ApplianceConfigError(Exception):
-    """Missing or invalid config file; the message names the file and the field."""
+class ApplianceConfigError(ConfigFileError):
+    """Missing or invalid appliance config file."""
 
 
 class _Model(BaseModel):
@@ -40,19 +41,10 @@ class ApplianceModel(_Model):
 
 
 def load(path: Path) -> ApplianceModel:
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ApplianceConfigError(f"{path}: no such file (pass --config FILE)") from None
-    except json.JSONDecodeError as exc:
-        raise ApplianceConfigError(
-            f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}"
-        ) from None
-    try:
-        return ApplianceModel.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"{path}: invalid appliance config:"]
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
-        raise ApplianceConfigError("\n".join(lines)) from None
+    return load_json_model(
+        path,
+        ApplianceModel,
+        what="appliance config",
+        missing_hint="pass --config FILE",
+        error=ApplianceConfigError,
+    )

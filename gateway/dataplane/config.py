@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cjb.common import config_file as common_config
 
 TENANT_NAME = r"^[a-z][a-z0-9-]{0,11}$"  # 12 chars max: "vx-" + name fits IFNAMSIZ
 
 
-class ConfigFileError(Exception):
-    """The config file is missing or invalid; the message names the file and the field."""
+class ConfigFileError(common_config.ConfigFileError):
+    """The gateway config file is missing or invalid."""
 
 
 class _Model(BaseModel):
@@ -131,25 +133,14 @@ class GatewayConfig:
         raise KeyError(name)
 
 
-def _format_error(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid gateway config:"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def read_model(path: Path) -> GatewayModel:
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigFileError(f"{path}: no such file (create it, or pass --config)") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigFileError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
-    try:
-        return GatewayModel.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigFileError(_format_error(path, exc)) from None
+    return common_config.load_json_model(
+        path,
+        GatewayModel,
+        what="gateway config",
+        missing_hint="create it, or pass --config",
+        error=ConfigFileError,
+    )
 
 
 def write_model(path: Path, model: GatewayModel) -> None:
