@@ -1,0 +1,132 @@
+"""Wire models of the enrollment and device API (pydantic, at the HTTP edge only).
+
+Endpoints (HTTPS; JSON bodies; errors are `ErrorBody` with a 4xx/5xx status):
+
+  POST /v1/enroll/nonce        -> NonceResponse                 (no auth; rate-limited)
+  POST /v1/enroll              EnrollRequest -> EnrollResponse  (factory-key signature header)
+  GET  /v1/device/config       -> DeviceConfig                  (mTLS: device certificate)
+  POST /v1/device/heartbeat    Heartbeat -> HeartbeatResponse   (mTLS: device certificate)
+  /v1/operator/...             operator API                     (bearer token)
+  GET  /metrics                Prometheus text format           (operator token)
+
+Enrollment proof of possession (DESIGN §3: nonces, not clocks): the device asks for a fresh
+nonce, puts it in the EnrollRequest, and signs the exact request body bytes with its factory
+Ed25519 key: SIGNATURE_HEADER = base64(Ed25519.sign(ENROLL_SIGNING_CONTEXT + body)). The
+gateway accepts each nonce once, within NONCE_TTL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+PROTOCOL_VERSION = 1
+SIGNATURE_HEADER = "X-CJB-Signature"
+ENROLL_SIGNING_CONTEXT = b"cjb-enroll-v1\x00"
+NONCE_TTL_SECONDS = 120
+MAX_REQUEST_BODY = 64 * 1024  # bytes; larger requests get 413
+
+Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+B64Key32 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]  # 32 raw bytes
+Nonce = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]  # 32 bytes, b64url
+ServiceType = Annotated[str, StringConstraints(pattern=r"^_[a-z0-9-]{1,15}\._(tcp|udp)$")]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorBody(_Wire):
+    error: str  # machine-readable code, e.g. "unknown-serial", "nonce-replayed"
+    message: str  # what is wrong and, where it helps, how to fix it
+
+
+class NonceResponse(_Wire):
+    nonce: Nonce
+    expires_in: int
+
+
+class LanFacts(_Wire):
+    """What the appliance learned about its LAN."""
+
+    prefix: ipaddress.IPv4Network
+    router: ipaddress.IPv4Address | None = None
+    # A free address for the cloud services, found by ARP probing (RFC 5227 §2.1.1).
+    service_address: ipaddress.IPv4Address
+    lan_mtu: Annotated[int, Field(ge=576, le=9000)] = 1500
+
+
+class EnrollRequest(_Wire):
+    version: Literal[1] = PROTOCOL_VERSION
+    serial: Serial
+    factory_public_key: B64Key32  # Ed25519, raw 32 bytes, base64
+    nonce: Nonce
+    wireguard_public_key: B64Key32  # generated on first boot; the private key never leaves
+    csr_pem: Annotated[
+        str, StringConstraints(max_length=8192)
+    ]  # device TLS key (ECDSA P-256), CN = serial
+    lan: LanFacts
+
+
+class CatalogService(_Wire):
+    """A cloud service announced on the tenant's LAN (DNS-SD, RFC 6763; UPnP)."""
+
+    instance: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    service_type: ServiceType  # e.g. "_http._tcp"
+    port: Annotated[int, Field(ge=1, le=65535)]
+    txt: dict[str, str] = {}
+    upnp_device_type: str | None = None  # e.g. "urn:schemas-upnp-org:device:MediaServer:1"
+    upnp_description_path: str | None = None  # e.g. "/upnp/description.xml"
+
+
+class TunnelConfig(_Wire):
+    vni: Annotated[int, Field(ge=1, le=16_777_215)]
+    overlay_address: ipaddress.IPv6Address  # the appliance's address on the WireGuard overlay
+    overlay_prefix_len: Annotated[int, Field(ge=48, le=128)] = 64
+    gateway_overlay_address: ipaddress.IPv6Address  # VXLAN remote, inside WireGuard
+    gateway_wireguard_public_key: B64Key32
+    gateway_endpoint: str  # "host:port" of the gateway's WireGuard listener (underlay)
+    keepalive_seconds: Annotated[int, Field(ge=0, le=600)] = 25
+    vxlan_port: int = 4789
+
+
+class DeviceConfig(_Wire):
+    config_version: int  # bumps whenever anything below changes
+    tenant: str
+    tunnel: TunnelConfig
+    service_ipv4: ipaddress.IPv4Address  # what LAN clients use for the cloud services
+    cloud_macs: list[str] = []  # MACs of the service host links (unicast allowed across the WAN)
+    catalog: list[CatalogService] = []
+    heartbeat_seconds: Annotated[int, Field(ge=5, le=3600)] = 30
+
+
+class EnrollResponse(_Wire):
+    device_certificate_pem: str  # signed by the gateway CA; client cert for /v1/device/*
+    ca_certificate_pem: str  # the gateway CA, for verifying the HTTPS server from now on
+    config: DeviceConfig
+
+
+class Heartbeat(_Wire):
+    serial: Serial
+    config_version: int
+    uptime_seconds: int
+    tunnel_up: bool
+    last_handshake_age_seconds: int | None = None
+    counters: dict[str, int] = {}
+    lan: LanFacts | None = None
+
+
+class HeartbeatResponse(_Wire):
+    config_version: int  # newer than the appliance's: fetch /v1/device/config
+
+
+class InventoryRecord(_Wire):
+    """One flashed unit, as `cjb image personalise` prints it and `cjb gateway device import`
+    reads it (one JSON object per line)."""
+
+    serial: Serial
+    factory_public_key: B64Key32
+    tenant: str | None = None
+    model: str = "cjb-appliance"
