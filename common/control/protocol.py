@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Literal[1] = 1
 SIGNATURE_HEADER = "X-CJB-Signature"
 ENROLL_SIGNING_CONTEXT = b"cjb-enroll-v1\x00"
 NONCE_TTL_SECONDS = 120
