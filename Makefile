@@ -10,9 +10,16 @@ CJB     := $(VENV)/bin/cjb
 # Debian packages the product and its tests use (tools/debian-packages.txt is the list).
 DEBS    := $(shell grep -v '^\#' tools/debian-packages.txt)
 
-.PHONY: setup system-packages demo test test-fast lint typecheck bench clean
+.PHONY: setup system-packages demo test test-fast lint typecheck bench clean bpf fig8
 
-setup: system-packages $(VENV)/.installed
+setup: system-packages $(VENV)/.installed bpf
+
+# The kernel fast path (issue 7): built here, never committed (*.bpf.o is gitignored).
+BPF_OBJ := gateway/dataplane/bpf/xlat.bpf.o
+bpf: $(BPF_OBJ)
+
+$(BPF_OBJ): gateway/dataplane/bpf/xlat.bpf.c
+	clang -O2 -g -target bpf -mcpu=v3 -I/usr/include/$$(uname -m)-linux-gnu -Wall -c $< -o $@
 
 system-packages:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -45,10 +52,15 @@ lint: setup
 typecheck: setup
 	mkdir -p .typecheck/cjb
 	for d in common gateway appliance service lab cli; do ln -sfn ../../$$d .typecheck/cjb/$$d; done
-	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml cjb/common cjb/gateway/xlat
+	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml cjb/common cjb/gateway/xlat cjb/gateway/control cjb/appliance/*.py
 
 bench: setup
 	$(PY) bench/xlat_core.py
 
 clean:
 	rm -rf $(VENV) .typecheck build *.egg-info
+
+# Fig. 8 of the paper, extended (issue 7): root, a few minutes; writes results/fig8.*
+fig8: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/fig8.py

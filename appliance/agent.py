@@ -1,20 +1,33 @@
-"""The minimal appliance agent: LAN bridge + VXLAN tunnel port, kept in place.
+"""The appliance agent: `run(cfg)` picks the mode (config.py) and owns the process.
 
-Every `check_interval` the desired state is applied again; apply is idempotent, so this
-only acts when something drifted (the tunnel port was removed or detached from the bridge).
+Static mode (issue 3): LAN bridge + a fixed VXLAN tunnel port, kept in place. Every
+`check_interval` the desired state is applied again; apply is idempotent, so this only acts
+when something drifted (the tunnel port was removed or detached from the bridge).
+Enrolled mode: enrolled.py.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import random
 import signal
 import threading
 import time
 from pathlib import Path
 
+from cjb.appliance.arp_probe import Prober, Timing
+from cjb.appliance.arp_probe_io import probe_free_address
 from cjb.appliance.config import ApplianceModel
+from cjb.appliance.control_client import ControlClient
+from cjb.appliance.enrolled import EnrolledAgent
+from cjb.appliance.keys import IdentityError, device_keys, load_factory
+from cjb.appliance.lan import scaled
+from cjb.appliance.store import Store
+from cjb.appliance.tunnel import PlainVxlanBuilder, TunnelBuilder
+from cjb.common.control.identity import ApplianceLayout
 from cjb.common.netlink import Bridge, Existing, Link, Namespace, NetworkSpec, Vxlan, apply
 from cjb.common.netlink.real import RealKernel
 
@@ -25,6 +38,7 @@ NO_IPV6 = (("ipv6.disable_ipv6", "1"),)
 
 def appliance_spec(cfg: ApplianceModel) -> NetworkSpec:
     t = cfg.tunnel
+    assert t is not None, "static mode needs `tunnel` in the config"
     links = [
         Link(cfg.bridge, Bridge(), sysctls=() if cfg.bridge_ipv6 else NO_IPV6),
         Link(
@@ -58,6 +72,65 @@ def run(cfg: ApplianceModel) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if cfg.static:
+        run_static(cfg, stop)
+    else:
+        run_enrolled(cfg, stop)
+
+
+def build_enrolled(cfg: ApplianceModel, kernel: RealKernel) -> EnrolledAgent:
+    """Wire the enrolled agent to the real world (identity on disk, HTTPS, AF_PACKET)."""
+    layout = ApplianceLayout(Path(cfg.root))
+    identity = load_factory(layout)
+    try:
+        url = layout.gateway_url.read_text().strip()
+    except FileNotFoundError:
+        raise IdentityError(
+            f"{layout.gateway_url}: missing; the image must carry the gateway URL "
+            "(https://HOST:PORT)"
+        ) from None
+    client = ControlClient(url, layout.operator_ca, timeout=cfg.http_timeout)
+    rng = random.SystemRandom().random
+    timing = scaled(Timing(), cfg.arp_probe_scale)
+
+    def probe(order: list[ipaddress.IPv4Address]) -> Prober:
+        return probe_free_address(cfg.bridge, order, timing=timing, rng=rng)
+
+    return EnrolledAgent(
+        cfg=cfg,
+        kernel=kernel,
+        builder=make_builder(cfg, kernel),
+        client=client,
+        identity=identity,
+        keys=device_keys(layout.state_dir),
+        store=Store(layout.state_dir),
+        probe=probe,
+        rng=rng,
+    )
+
+
+def make_builder(cfg: ApplianceModel, kernel: RealKernel) -> TunnelBuilder:
+    if cfg.tunnel_builder == "wireguard":
+        # Imported here: the plain path must not need the WireGuard tooling.
+        from cjb.appliance.tunnel_wireguard import WireGuardTunnelBuilder
+
+        return WireGuardTunnelBuilder(kernel, log_file=Path(cfg.state_dir) / "wireguard.log")
+    return PlainVxlanBuilder(kernel)
+
+
+def run_enrolled(cfg: ApplianceModel, stop: threading.Event) -> None:
+    with RealKernel() as kernel:
+        agent = build_enrolled(cfg, kernel)
+        log.info(
+            "appliance %s (factory key %s) starting",
+            agent.identity.serial,
+            agent.identity.fingerprint,
+        )
+        agent.run(stop)
+
+
+def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
+    assert cfg.tunnel is not None
     spec = appliance_spec(cfg)
     repairs = 0  # applies that changed something after the first successful one
     first = True
@@ -81,6 +154,7 @@ def run(cfg: ApplianceModel) -> None:
             _write_status(
                 cfg,
                 {
+                    "mode": "static",
                     "pid": os.getpid(),
                     "updated": time.time(),
                     "bridge": cfg.bridge,

@@ -4,11 +4,15 @@ Paths, measured in the same run (numbers are only comparable within one run):
   plain      veth -> bridge -> veth between two namespaces (the kernel's limit here)
   native     site1 -> appliance bridge -> VXLAN -> gateway worker (IPv6 frames as is) -> service
   translated site1 (IPv4) -> ... -> gateway worker + translator (fe80::/96) -> service
+With --transport wireguard|both the same two paths are measured through an enrolled lab
+(VXLAN inside WireGuard), plus the WireGuard overlay alone (appliance -> gateway overlay
+address, no VXLAN, no worker): the tunnel's own limit.
 
-Reproduce (root, Debian packages iperf3 nftables curl):
-    python bench/lab_throughput.py            # 5 s per path
+Reproduce (root, Debian packages iperf3 nftables curl wireguard-go):
+    python bench/lab_throughput.py                       # both labs, 5 s per path
+    python bench/lab_throughput.py --transport vxlan     # only the plain VXLAN lab
     python bench/lab_throughput.py --seconds 10 --json
-It builds its own 1-tenant lab and its own two bench namespaces, and removes both.
+It builds its own 1-tenant lab(s) and its own two bench namespaces, and removes them.
 """
 
 from __future__ import annotations
@@ -95,10 +99,47 @@ def iperf(client_ns: str, server_ns: str, target: str, seconds: int) -> float:
         server.wait()
 
 
+def measure_lab(
+    transport: str, seconds: int, results: dict[str, float], failed: dict[str, str]
+) -> None:
+    """The lab's paths for one transport; a path that fails is reported, not fatal."""
+    label = "vxlan" if transport == "vxlan" else "wg+vxlan"
+    state = up(1, log=lambda _m: None, transport=transport)
+    try:
+        site, service = state.namespaces["site1"], state.namespaces["service"]
+        paths: list[tuple[str, str, str, str]] = []
+        if transport == "wireguard":
+            overlay = "fd63:6a62:77::1"  # the gateway's overlay address (settings default)
+            paths.append(
+                (
+                    "wireguard overlay only",
+                    state.namespaces["appliance1"],
+                    state.namespaces["gateway"],
+                    overlay,
+                )
+            )
+        ll = native_link_local(state, 1)
+        paths.append((f"{label} native IPv6 (worker)", site, service, f"{ll}%eth0"))
+        paths.append((f"{label} translated (worker+xlat)", site, service, str(SERVICE_IPV4)))
+        for name, client, server, target in paths:
+            try:
+                results[name] = iperf(client, server, target, seconds)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                failed[name] = str(exc)[:200]
+    finally:
+        down(log=lambda _m: None, only=state.run_id)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--transport",
+        choices=["vxlan", "wireguard", "both"],
+        default="both",
+        help="which lab to measure: plain VXLAN (issue 3), enrolled WireGuard (issue 4), both",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -109,21 +150,19 @@ def main() -> int:
     run_id = secrets.token_hex(2)
     spec = plain_spec(run_id)
     results: dict[str, float] = {}
-    state = up(1, log=lambda _m: None)
+    failed: dict[str, str] = {}
+    transports = ["vxlan", "wireguard"] if args.transport == "both" else [args.transport]
     try:
         with RealKernel() as kernel:
             apply(kernel, spec)
         a, b = spec.namespaces[0].name, spec.namespaces[2].name
         assert a is not None and b is not None
         results["plain veth+bridge"] = iperf(a, b, "10.99.0.2", args.seconds)
-        site, service = state.namespaces["site1"], state.namespaces["service"]
-        ll = native_link_local(state, 1)
-        results["native IPv6 (worker)"] = iperf(site, service, f"{ll}%eth0", args.seconds)
-        results["translated (worker+xlat)"] = iperf(site, service, str(SERVICE_IPV4), args.seconds)
+        for transport in transports:
+            measure_lab(transport, args.seconds, results, failed)
     finally:
         with RealKernel() as kernel:
             remove_spec(kernel, spec)
-        down(log=lambda _m: None, only=state.run_id)
     limit = results["plain veth+bridge"]
     if args.json:
         print(
@@ -131,16 +170,28 @@ def main() -> int:
                 {
                     "mbit_per_s": results,
                     "ratio_to_plain": {k: v / limit for k, v in results.items()},
+                    "failed": failed,
                 },
                 indent=2,
             )
         )
     else:
-        print(f"{'path':28} {'Mbit/s':>10} {'vs plain':>9}")
+        print(f"{'path':36} {'Mbit/s':>10} {'vs plain':>9}")
         for name, mbit in results.items():
-            print(f"{name:28} {mbit:10.1f} {mbit / limit:9.3f}")
-        tr, nat = results["translated (worker+xlat)"], results["native IPv6 (worker)"]
-        print(f"translated / native: {tr / nat:.3f}")
+            print(f"{name:36} {mbit:10.1f} {mbit / limit:9.3f}")
+        for name, why in failed.items():
+            print(f"{name:36} {'FAILED':>10}  {why}")
+        for label in ("vxlan", "wg+vxlan"):
+            tr = results.get(f"{label} translated (worker+xlat)")
+            nat = results.get(f"{label} native IPv6 (worker)")
+            if tr and nat:
+                print(f"{label}: translated / native: {tr / nat:.3f}")
+        wg_tr, vx_tr = (
+            results.get("wg+vxlan translated (worker+xlat)"),
+            results.get("vxlan translated (worker+xlat)"),
+        )
+        if wg_tr and vx_tr:
+            print(f"translated: wireguard / plain vxlan: {wg_tr / vx_tr:.3f}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`cjb gateway …`: run the data plane, manage the static tenant registry, show status."""
+"""`cjb gateway …`: data plane (run, tenant, status) and control plane (init, serve, device)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -18,6 +19,9 @@ from cjb.gateway.dataplane.config import (
     read_model,
     write_model,
 )
+
+if TYPE_CHECKING:
+    from cjb.gateway.control.registry import Registry
 
 DEFAULT_CONFIG = "/etc/cjb/gateway.json"
 
@@ -41,7 +45,7 @@ def _model(path: Path) -> GatewayModel:
 
 @click.group()
 def gateway() -> None:
-    """Gateway data plane: tenants and status."""
+    """Gateway: data plane (run, tenant, status) and control plane (init, serve, device)."""
 
 
 @gateway.command()
@@ -171,3 +175,268 @@ def tenant_show(config_path: Path, name: str) -> None:
     click.echo(f"tenant {name}")
     for key, value in rows:
         click.echo(f"  {key:24} {value}")
+
+
+# -- control plane (issue 4): state dir, inventory, HTTPS API --------------------------------
+# The device commands use the registry (SQLite, WAL) directly: they run on the gateway host,
+# beside a running `serve`, which re-reads the registry on every request. The HTTP operator
+# API (/v1/operator/*) offers the same for remote tools.
+
+DEFAULT_STATE_DIR = "/var/lib/cjb-gateway"
+
+state_dir_option = click.option(
+    "--state-dir",
+    envvar="CJB_GATEWAY_STATE",
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Gateway state directory (CA, keys, registry). Env: CJB_GATEWAY_STATE.",
+)
+
+
+def _registry(state_dir: Path) -> Registry:
+    from cjb.gateway.control.registry import Registry
+    from cjb.gateway.control.statedir import StateDir
+
+    layout = StateDir(state_dir)
+    if not layout.registry.exists():
+        raise click.ClickException(
+            f"{layout.registry}: no registry; run `cjb gateway init --state-dir {state_dir}`"
+        )
+    return Registry.open(layout.registry)
+
+
+@gateway.command()
+@state_dir_option
+@click.option(
+    "--san",
+    "sans",
+    multiple=True,
+    default=("localhost", "127.0.0.1", "::1"),
+    show_default=True,
+    help="Subject alternative name of the HTTPS certificate (DNS name or IP); repeat.",
+)
+@click.option(
+    "--endpoint",
+    default="gateway.example:51820",
+    show_default=True,
+    help="WireGuard endpoint appliances dial (host:port).",
+)
+@click.option("--listen", default="::", show_default=True, help="HTTPS listen address.")
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535))
+def init(state_dir: Path, sans: tuple[str, ...], endpoint: str, listen: str, port: int) -> None:
+    """Create the state dir: CA, HTTPS certificate, WireGuard keys, operator token, settings."""
+    from cjb.gateway.control.errors import ControlError
+    from cjb.gateway.control.statedir import init_state_dir
+
+    try:
+        layout = init_state_dir(state_dir, list(sans), endpoint, listen, port)
+    except ControlError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"gateway state created in {state_dir}")
+    click.echo(f"  settings       {layout.settings} (commented defaults; edit, then serve)")
+    click.echo(f"  CA certificate {layout.ca_cert} (bake into appliance images)")
+    click.echo(f"  HTTPS SANs     {', '.join(sans)}")
+    click.echo(f"  WireGuard key  {layout.wg_public_key()} (public)")
+    click.echo(f"  operator token {layout.operator_token} (0600)")
+
+
+@gateway.command()
+@state_dir_option
+@click.option("--listen", default=None, help="Override [api] listen.")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Override [api] port.")
+@click.option(
+    "--dataplane-status",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The data plane's status file: adds its per-tenant counters to /metrics.",
+)
+def serve(
+    state_dir: Path, listen: str | None, port: int | None, dataplane_status: Path | None
+) -> None:
+    """Run the HTTPS enrollment, device, operator and metrics API (JSON logs on stderr)."""
+    import asyncio
+
+    from cjb.gateway.control import logs
+    from cjb.gateway.control.server import serve as run_server
+    from cjb.gateway.control.settings import SettingsError
+
+    extra = []
+    if dataplane_status is not None:
+        from cjb.gateway.dataplane.metrics import StatusFileCollector
+
+        extra.append(StatusFileCollector(dataplane_status))
+    logs.setup()
+    try:
+        asyncio.run(run_server(state_dir, listen, port, extra))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@gateway.group()
+def device() -> None:
+    """The device inventory: add, import, list, show, revoke, reinstate."""
+
+
+@device.command("add")
+@state_dir_option
+@click.option("--serial", required=True)
+@click.option("--pubkey", required=True, help="Factory Ed25519 public key (base64, 32 bytes).")
+@click.option("--tenant", required=True, help="Tenant name (created if new).")
+@click.option("--model", default="cjb-appliance", show_default=True)
+def device_add(state_dir: Path, serial: str, pubkey: str, tenant: str, model: str) -> None:
+    """Add one unit to the inventory."""
+    from pydantic import ValidationError
+
+    from cjb.common.control.protocol import InventoryRecord
+    from cjb.gateway.control.errors import ControlError
+
+    try:
+        rec = InventoryRecord(serial=serial, factory_public_key=pubkey, tenant=tenant, model=model)
+    except ValidationError as exc:
+        bad = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise click.ClickException(f"invalid {bad}: see `cjb gateway device add --help`") from None
+    with _registry(state_dir) as reg:
+        try:
+            added = reg.add_device(rec.serial, rec.factory_public_key, rec.tenant, rec.model)
+        except ControlError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"{'added' if added else 'already present'}: {serial} (tenant {tenant})")
+
+
+@device.command("import")
+@state_dir_option
+@click.option("--tenant", default=None, help="Tenant for records that name none.")
+@click.argument("file", type=click.File("r"))
+def device_import(state_dir: Path, tenant: str | None, file: TextIO) -> None:
+    """Import InventoryRecord JSON lines (what `cjb image personalise` prints); all or nothing."""
+    from pydantic import ValidationError
+
+    from cjb.common.control.protocol import InventoryRecord
+    from cjb.gateway.control.errors import ControlError
+
+    records = []
+    for lineno, line in enumerate(file, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            rec = InventoryRecord.model_validate_json(line)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors()
+            )
+            raise click.ClickException(f"{file.name}:{lineno}: {problems}") from None
+        records.append((rec.serial, rec.factory_public_key, rec.tenant or tenant, rec.model))
+    with _registry(state_dir) as reg:
+        try:
+            added, unchanged = reg.import_records(records)
+        except ControlError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"imported {added} device(s), {unchanged} already present")
+
+
+@device.command("list")
+@state_dir_option
+def device_list(state_dir: Path) -> None:
+    """One line per device: tenant, state, VNI, overlay address, last heartbeat."""
+    import time
+
+    from cjb.gateway.control.render import device_table
+
+    with _registry(state_dir) as reg:
+        tenants = {t.name: t for t in reg.tenants()}
+        click.echo(device_table(reg.devices(), tenants, time.time()), nl=False)
+
+
+@device.command("show")
+@state_dir_option
+@click.argument("serial")
+def device_show(state_dir: Path, serial: str) -> None:
+    """Everything about one device: allocation, certificates, heartbeat, audit events."""
+    import time
+
+    from cjb.gateway.control.render import device_detail
+
+    with _registry(state_dir) as reg:
+        d = reg.device(serial)
+        if d is None:
+            raise click.ClickException(f"no device {serial!r} in the inventory")
+        t = reg.tenant(d.tenant) if d.tenant else None
+        text = device_detail(d, t, reg.certificates(serial), reg.audit_log(serial, 20), time.time())
+    click.echo(text, nl=False)
+
+
+@device.command("revoke")
+@state_dir_option
+@click.argument("serial")
+@click.option("--reason", default="operator", show_default=True)
+def device_revoke(state_dir: Path, serial: str, reason: str) -> None:
+    """Revoke a device: its certificates stop working at once; it cannot enroll again."""
+    from cjb.gateway.control.errors import ControlError
+
+    with _registry(state_dir) as reg:
+        try:
+            d = reg.revoke(serial, reason, by="cli")
+        except ControlError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"revoked {d.serial} (tenant {d.tenant or '-'}): {reason}")
+
+
+@device.command("reinstate")
+@state_dir_option
+@click.argument("serial")
+def device_reinstate(state_dir: Path, serial: str) -> None:
+    """Return a revoked device to the inventory so it can enroll again with new keys.
+
+    For a factory-reset unit; its old certificates stay revoked."""
+    from cjb.gateway.control.errors import ControlError
+
+    with _registry(state_dir) as reg:
+        try:
+            d = reg.reinstate(serial, by="cli")
+        except ControlError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"reinstated {d.serial} (tenant {d.tenant or '-'}): it may enroll again")
+
+
+@gateway.group()
+def catalog() -> None:
+    """A tenant's cloud-service catalog (announced on its LAN; issue 5)."""
+
+
+@catalog.command("show")
+@state_dir_option
+@click.argument("tenant")
+def catalog_show(state_dir: Path, tenant: str) -> None:
+    """Print TENANT's catalog as JSON, with its config_version."""
+    with _registry(state_dir) as reg:
+        t = reg.tenant(tenant)
+    if t is None:
+        raise click.ClickException(f"no tenant {tenant!r}")
+    doc = {"tenant": t.name, "config_version": t.config_version, "catalog": t.catalog}
+    click.echo(json.dumps(doc, indent=2))
+
+
+@catalog.command("set")
+@state_dir_option
+@click.argument("tenant")
+@click.argument("file", type=click.File("r"))
+def catalog_set(state_dir: Path, tenant: str, file: TextIO) -> None:
+    """Replace TENANT's catalog with FILE (a JSON list of CatalogService); bumps
+    config_version, so appliances fetch it at their next heartbeat."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from cjb.common.control.protocol import CatalogService
+    from cjb.gateway.control.errors import ControlError
+
+    try:
+        services = TypeAdapter(list[CatalogService]).validate_json(file.read())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.ClickException(f"{file.name}: {problems}") from None
+    with _registry(state_dir) as reg:
+        try:
+            t = reg.set_catalog(tenant, [s.model_dump(mode="json") for s in services])
+        except ControlError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"tenant {t.name}: {len(services)} service(s), config_version {t.config_version}")

@@ -13,12 +13,21 @@ import click
 # name -> (module, attribute, one-line help)
 GROUPS: dict[str, tuple[str, str, str]] = {
     "xlat": ("cjb.cli.xlat", "xlat", "Translate a pcap offline (IPv4/ARP <-> fe80::/96 IPv6/NDP)."),
-    "gateway": ("cjb.cli.gateway", "gateway", "Gateway data plane: tenants and status."),
+    "gateway": (
+        "cjb.cli.gateway",
+        "gateway",
+        "Gateway: init, device inventory, HTTPS API, data plane, status.",
+    ),
     "appliance": ("cjb.cli.appliance", "appliance", "Appliance agent."),
     "service": (
         "cjb.cli.service",
         "service",
         "Service-host tools: the multi-tenant reference app.",
+    ),
+    "image": (
+        "cjb.cli.image",
+        "image",
+        "Build, personalise and flash the appliance firmware image.",
     ),
     "lab": ("cjb.cli.lab", "lab", "The whole system on one machine, in network namespaces."),
 }

@@ -22,17 +22,26 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
+from cjb.appliance.tunnel_wireguard import IFNAME_ENV
 from cjb.common.netlink import apply, netns, netns_inode
 from cjb.common.netlink.nsenter import remove_netns
 from cjb.common.netlink.real import RealKernel
+from cjb.lab import discovery as lab_discovery
+from cjb.lab import enrolled as enrolled_lab
 from cjb.lab import procs
 from cjb.lab.configs import write_configs
 from cjb.lab.state import LAB_ROOT, LabState, ProcessRecord, runs
-from cjb.lab.topology import NS_PATTERN, LabNames, lab_spec, tenant_name
+from cjb.lab.topology import NS_PATTERN, WG_PREFIX, LabNames, lab_spec, tenant_name
 
 # program -> Debian package that provides it
 REQUIRED_PROGRAMS = {"nft": "nftables", "curl": "curl"}
 READY_TIMEOUT = 30.0
+ENROLL_TIMEOUT = 60.0  # enrollment: ARP probing, nonce, CSR, WireGuard handshake per device
+TRANSPORTS = ("wireguard", "vxlan")
+# "vxlan": the issue-3 path (static configs, plain VXLAN over the lab underlay), kept as a
+# fallback; "wireguard": appliances enroll over HTTPS and tunnel VXLAN inside WireGuard.
+DEFAULT_TRANSPORT = "wireguard"
+WIREGUARD_SOCKET_DIR = Path("/var/run/wireguard")
 Log = Callable[[str], None]
 
 
@@ -40,10 +49,13 @@ class LabError(Exception):
     """The lab cannot do what was asked; the message says what to do instead."""
 
 
-def check_prerequisites() -> None:
+def check_prerequisites(transport: str = "vxlan") -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, veth, nftables): run it as root")
-    missing = {p: pkg for p, pkg in REQUIRED_PROGRAMS.items() if shutil.which(p) is None}
+    required = dict(REQUIRED_PROGRAMS)
+    if transport == "wireguard" and not os.path.isdir("/sys/module/wireguard"):
+        required["wireguard-go"] = "wireguard-go"
+    missing = {p: pkg for p, pkg in required.items() if shutil.which(p) is None}
     if missing:
         pkgs = " ".join(sorted(set(missing.values())))
         raise LabError(
@@ -137,14 +149,22 @@ def _check_alive(state: LabState) -> None:
             raise LabError(f"{p.node}: `{' '.join(p.argv)}` exited; its log {p.log}:\n{tail}")
 
 
-def up(tenants: int = 3, same_mac: bool = False, log: Log = print) -> LabState:
-    check_prerequisites()
+def up(
+    tenants: int = 3, same_mac: bool = False, log: Log = print, transport: str = "vxlan"
+) -> LabState:
+    """Build and start a lab run. (`transport` defaults to the plain path here so that
+    existing callers keep their lab; the CLI's default is DEFAULT_TRANSPORT.)"""
+    if transport not in TRANSPORTS:
+        raise LabError(f"--transport {transport!r}: choose one of {', '.join(TRANSPORTS)}")
+    check_prerequisites(transport)
     if not 1 <= tenants <= 200:
         raise LabError(f"--tenants {tenants}: choose 1..200")
     run_id = secrets.token_hex(2)
     names = LabNames(run_id)
     nodes = names.nodes(tenants)
-    state = LabState(run_id, tenants, same_mac, {n: names.ns(n) for n in nodes})
+    state = LabState(
+        run_id, tenants, same_mac, {n: names.ns(n) for n in nodes}, transport=transport
+    )
     state.save()  # first, so that `down` finds the run even if we die right now
     with _term_as_exception():
         try:
@@ -159,28 +179,57 @@ def up(tenants: int = 3, same_mac: bool = False, log: Log = print) -> LabState:
 def _build(state: LabState, names: LabNames, log: Log) -> None:
     run_dir = state.run_dir
     log(f"run {state.run_id}: {state.tenants} tenants, namespaces {names.prefix}*")
+    enrolled = state.transport == "wireguard"
     with RealKernel() as kernel:
-        apply(kernel, lab_spec(names, state.tenants, state.same_mac))
-    configs = write_configs(names, state.tenants, run_dir)
+        # Discovery (issue 5) needs the enrolled agent: its relay runs from the config.
+        apply(kernel, lab_spec(names, state.tenants, state.same_mac, discovery=enrolled))
+    if enrolled:
+        log("initialising the gateway, personalising and importing the appliances")
+        try:
+            configs = enrolled_lab.write_configs(names, state.tenants, run_dir)
+            # Before the agents start: the catalog comes with their enrollment.
+            lab_discovery.set_catalogs(
+                enrolled_lab.gateway_state_dir(run_dir), run_dir, state.tenants
+            )
+        except (enrolled_lab.EnrollSetupError, lab_discovery.DiscoverySetupError) as exc:
+            raise LabError(str(exc)) from None
+    else:
+        configs = write_configs(names, state.tenants, run_dir)
     docroot = run_dir / "docroot"
     docroot.mkdir(exist_ok=True)
+    if enrolled:
+        lab_discovery.write_docroot(docroot, state.tenants)
 
-    def start(node: str, argv: list[str]) -> None:
-        log_path = run_dir / "logs" / f"{node}.log"
-        pid = procs.spawn(state.namespaces[node], argv, log_path)
+    def start(node: str, argv: list[str], env: dict[str, str] | None = None, tag: str = "") -> None:
+        log_path = run_dir / "logs" / f"{node}{tag}.log"
+        pid = procs.spawn(state.namespaces[node], argv, log_path, env)
         state.processes.append(ProcessRecord(node, pid, argv, str(log_path)))
         state.save()
 
+    if enrolled:
+        state_dir = str(enrolled_lab.gateway_state_dir(run_dir))
+        start("gateway", cli_argv("gateway", "serve", "--state-dir", state_dir), tag="-api")
     start("gateway", cli_argv("gateway", "run", "--config", str(configs["gateway"]), "-v"))
+    if enrolled:
+        for k in range(1, state.tenants + 1):
+            start(f"site{k}", lab_discovery.printer_argv(k), tag="-printer")
+    started, started_wall = time.monotonic(), time.time()
     for k in range(1, state.tenants + 1):
         node = f"appliance{k}"
-        start(node, cli_argv("appliance", "run", "--config", str(configs[node]), "-v"))
+        env = {IFNAME_ENV: names.wg_ifname(node)} if enrolled else None
+        start(node, cli_argv("appliance", "run", "--config", str(configs[node]), "-v"), env)
 
     def gateway_ready() -> bool:
         _check_alive(state)
         return _gateway_ready(run_dir, state.tenants)
 
-    _wait("the gateway to reconcile and start its workers", gateway_ready)
+    # Enrolled: tenants appear in the gateway as their appliances enroll.
+    _wait("the gateway to reconcile and start its workers", gateway_ready, ENROLL_TIMEOUT)
+    if enrolled:
+        times = enrolled_lab.enrollment_times(run_dir, started_wall)
+        each = ", ".join(f"{serial} {t:.1f}s" for serial, t in sorted(times.items()))
+        log(f"enrolled (seconds from agent start): {each}")
+        log(f"all {state.tenants} tunnels up in {time.monotonic() - started:.1f}s")
     start(
         "service",
         cli_argv(
@@ -195,7 +244,7 @@ def _build(state: LabState, names: LabNames, log: Log) -> None:
         ),
     )
     for k in range(1, state.tenants + 1):
-        _wait(f"appliance{k}'s tunnel on its bridge", _appliance_check(run_dir, k))
+        _wait(f"appliance{k}'s tunnel on its bridge", _appliance_check(run_dir, k), ENROLL_TIMEOUT)
 
     def service_ready() -> bool:
         _check_alive(state)
@@ -232,11 +281,21 @@ def down(log: Log = print, only: str | None = None) -> list[str]:
     if pids:
         log(f"stopping {len(pids)} processes")
     survivors = procs.kill_all(pids)
+    # A process may start a helper (nft, ip) while it shuts down: sweep again.
+    for _ in range(3):
+        late = procs.pids_in_namespaces(inodes) - survivors
+        if not late:
+            break
+        survivors |= procs.kill_all(late)
     for name in sorted(namespaces):
         try:
             remove_netns(name)
         except OSError as exc:
             log(f"cannot delete namespace {name}: {exc}")
+    # wireguard-go removes its socket on SIGTERM; after a SIGKILL the file stays behind.
+    for sock in _wireguard_sockets(only):
+        with suppress(FileNotFoundError):
+            sock.unlink()
     if namespaces:
         log(f"deleted {len(namespaces)} namespaces")
     for s in states:
@@ -248,7 +307,13 @@ def down(log: Log = print, only: str | None = None) -> list[str]:
         f"namespace {n}" for n in sorted(lab_namespaces()) if only is None or n in namespaces
     ]
     remaining += [f"process {p}" for p in sorted(survivors | procs.pids_in_namespaces(inodes))]
+    remaining += [f"wireguard socket {p}" for p in _wireguard_sockets(only)]
     return remaining
+
+
+def _wireguard_sockets(only: str | None) -> list[Path]:
+    run = only or "[0-9a-f][0-9a-f][0-9a-f][0-9a-f]"
+    return sorted(WIREGUARD_SOCKET_DIR.glob(f"{WG_PREFIX}{run}[ga]*.sock"))
 
 
 def exec_in(state: LabState, node: str, argv: list[str]) -> None:

@@ -16,11 +16,18 @@ from pathlib import Path
 from cjb.common.netlink import netns
 
 
-def spawn(ns: str, argv: list[str], log: Path) -> int:
+def spawn(ns: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start `argv` in `ns`; `env` entries are added to this process's environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **env} if env else None
     with open(log, "ab") as out, netns(ns):
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env=full_env,
         )
     return proc.pid
 

@@ -31,6 +31,7 @@ class LabState:
     namespaces: dict[str, str]  # node -> namespace
     processes: list[ProcessRecord] = field(default_factory=list)
     complete: bool = False  # set once `up` finished
+    transport: str = "vxlan"  # "wireguard": enrolled appliances, VXLAN inside WireGuard
 
     @property
     def run_dir(self) -> Path:

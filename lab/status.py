@@ -15,7 +15,8 @@ def render() -> str:
         flag = "up" if state.complete else "INCOMPLETE (run `cjb lab down`)"
         lines.append(
             f"run {state.run_id}: {state.tenants} tenants"
-            f"{', same MACs' if state.same_mac else ''} [{flag}]  dir {state.run_dir}"
+            f"{', same MACs' if state.same_mac else ''}, transport {state.transport} "
+            f"[{flag}]  dir {state.run_dir}"
         )
         lines.append(f"  {'node':12} {'namespace':28} processes")
         present = lab_namespaces()

@@ -3,6 +3,8 @@
             siteK (LAN client, K = 1..N)              every site: 192.168.0.10/24 on eth0
               eth0 ── veth ── lan0                     (--same-mac: one MAC for all)
                                │ br-lan (appliance agent)
+                                 enrolled lab (discovery, issue 5): site printer
+                                 192.168.0.20 on eth0, br-lan 192.168.0.2 (relay)
                           applianceK
                                │ cjb-vx0  VXLAN VNI K ──► fd63:6a62::2
                               wan0  fd63:6a62:K::2/64
@@ -29,6 +31,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cjb.common.netlink import (
+    Bridge,
     Existing,
     Link,
     Namespace,
@@ -40,9 +43,18 @@ from cjb.common.netlink import (
 
 PREFIX = "cjblab"
 NS_PATTERN = r"^cjblab[0-9a-f]{4}-"
+WG_PREFIX = "wgl"  # + run id: every WireGuard interface of a lab run
 LAN_ADDRESS = ipaddress.IPv4Interface("192.168.0.10/24")
 SERVICE_IPV4 = ipaddress.IPv4Address("192.168.0.100")
-UNDERLAY_MTU = 1600  # room for VXLAN over IPv6 (70 bytes) around a 1500-byte LAN frame
+# Discovery (issue 5, enrolled lab only): the appliance's own address on its LAN bridge (the
+# relay announces from it; .2 is outside the agent's ARP-probed .100 and the client .10) and
+# each site's LAN printer (a second address on the site's eth0: fe80::c0a8:14 in the cloud).
+APPLIANCE_LAN_ADDRESS = ipaddress.IPv4Interface("192.168.0.2/24")
+PRINTER_ADDRESS = ipaddress.IPv4Interface("192.168.0.20/24")
+MULTICAST_V4 = ipaddress.IPv4Network("224.0.0.0/4")
+# Room for VXLAN over IPv6 (70 bytes) around a 1500-byte LAN frame, and around that for
+# WireGuard over IPv6 (80 bytes: IPv6 40 + UDP 8 + WireGuard data header 16 + tag 16).
+UNDERLAY_MTU = 1700
 LAN_MTU = 1500
 VXLAN_PORT = 4789
 SAME_MAC = "02:00:5e:00:00:0a"
@@ -61,6 +73,8 @@ def underlay_addr(k: int, host: int) -> ipaddress.IPv6Address:
 
 
 GATEWAY_UNDERLAY = underlay_addr(0, 2)
+WIREGUARD_PORT = 51820
+API_PORT = 8443
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,12 @@ class LabNames:
 
     def ns(self, node: str) -> str:
         return f"{self.prefix}{node}"
+
+    def wg_ifname(self, node: str) -> str:
+        """WireGuard interface names are machine-wide with wireguard-go (its socket
+        directory is shared by every namespace): carry the run id. "wgl1a2bg", "wgl1a2ba3"."""
+        suffix = "g" if node == "gateway" else "a" + node.removeprefix("appliance")
+        return f"{WG_PREFIX}{self.run_id}{suffix}"
 
     def nodes(self, tenants: int) -> list[str]:
         sites = [f"site{k}" for k in range(1, tenants + 1)]
@@ -88,7 +108,21 @@ def site_mac(k: int, same_mac: bool) -> str:
     return SAME_MAC if same_mac else f"02:00:5e:00:{k:02x}:0a"
 
 
-def lab_spec(names: LabNames, tenants: int, same_mac: bool) -> NetworkSpec:
+def appliance_bridge() -> Link:
+    """br-lan with the appliance's LAN address, IPv6 off (the agent's own default)."""
+    return Link(
+        "br-lan",
+        Bridge(),
+        mtu=LAN_MTU,
+        addresses=(APPLIANCE_LAN_ADDRESS,),
+        sysctls=(("ipv6.disable_ipv6", "1"),),
+    )
+
+
+def lab_spec(names: LabNames, tenants: int, same_mac: bool, discovery: bool = False) -> NetworkSpec:
+    """`discovery`: the LAN side of issue 5 — a printer address on every site and an
+    addressed `br-lan` in every appliance (which the enrolled agent adopts as it finds it:
+    an existing bridge that is not its own keeps its addresses, as on the image)."""
     namespaces: list[Namespace] = []
     internet_links: list[Link] = [LO]
     for k in range(1, tenants + 1):
@@ -105,10 +139,12 @@ def lab_spec(names: LabNames, tenants: int, same_mac: bool) -> NetworkSpec:
                         Veth(peer="lan0", peer_netns=appliance),
                         mtu=LAN_MTU,
                         mac=site_mac(k, same_mac),
-                        addresses=(LAN_ADDRESS,),
+                        addresses=(LAN_ADDRESS, PRINTER_ADDRESS) if discovery else (LAN_ADDRESS,),
                         offloads_off=True,  # finished checksums before the translator reads
                     ),
                 ),
+                # No default route on a site: multicast senders need one for 224.0.0.0/4.
+                routes=(Route(MULTICAST_V4, None, "eth0"),) if discovery else None,
             )
         )
         namespaces.append(
@@ -120,6 +156,7 @@ def lab_spec(names: LabNames, tenants: int, same_mac: bool) -> NetworkSpec:
                     LO,
                     # The agent puts lan0 on its bridge; the lab only creates and raises it.
                     Link("lan0", VethPeer(of="eth0"), mtu=LAN_MTU, offloads_off=True),
+                    *((appliance_bridge(),) if discovery else ()),
                     Link(
                         "wan0",
                         VethPeer(of=f"ap{k}"),
@@ -127,7 +164,10 @@ def lab_spec(names: LabNames, tenants: int, same_mac: bool) -> NetworkSpec:
                         addresses=(ipaddress.IPv6Interface(f"{underlay_addr(k, 2)}/64"),),
                     ),
                 ),
-                routes=(Route(ipaddress.IPv6Network("::/0"), underlay_addr(k, 1), "wan0"),),
+                routes=(
+                    Route(ipaddress.IPv6Network("::/0"), underlay_addr(k, 1), "wan0"),
+                    *((Route(MULTICAST_V4, None, "br-lan"),) if discovery else ()),
+                ),
             )
         )
         internet_links.append(

@@ -46,7 +46,7 @@ def default_page(visitor: Visitor) -> bytes:
         f"<h1>Hello, tenant {t}</h1>\n"
         f"<p>This is the CJB reference server. You reached it on interface <b>{i}</b>"
         f" from <code>{p}</code>.</p>\n"
-        f"<p>No document root exists for tenant {t}; this page is generated.</p>\n"
+        f"<p>Tenant {t} has no index.html of its own; this page is generated.</p>\n"
         "</body></html>\n"
     ).encode()
 
@@ -71,9 +71,10 @@ def respond(docroot: Path, visitor: Visitor, target: str) -> Reply:
     if rel is None:
         return text_reply(400, "bad request path")
     root = docroot / visitor.tenant
+    if rel == "index.html" and not (root / rel).is_file():
+        # A tenant without its own front page still gets one that names it.
+        return Reply(200, "text/html; charset=utf-8", default_page(visitor), "default page")
     if not root.is_dir():
-        if rel == "index.html":
-            return Reply(200, "text/html; charset=utf-8", default_page(visitor), "default page")
         return text_reply(404, "not found", "no docroot for tenant")
     try:
         real_root = root.resolve(strict=True)

@@ -74,13 +74,13 @@ netns (current)
   sysctl net/ipv6/conf/vx-globex/accept_ra=0
   sysctl net/ipv6/conf/vx-globex/autoconf=0
   sysctl net/ipv6/conf/vx-globex/disable_ipv6=1
-  link nl-acme kind=veth mtu=1500 master=- up alias=cjb:gw offloads=off
-  link sl-acme kind=veth mtu=1520 master=- up alias=cjb:gw offloads=off
-  link sl-globex kind=veth mtu=1520 master=- up alias=cjb:gw offloads=off
+  link nl-acme kind=veth mtu=1500 master=- up alias=cjb:gw
+  link sl-acme kind=veth mtu=1520 master=- up alias=cjb:gw
+  link sl-globex kind=veth mtu=1520 master=- up alias=cjb:gw
   link vx-acme kind=vxlan mtu=1500 master=- up alias=cjb:gw vni=7 local=fd63:6a62::2 \
-remote=fd63:6a62:1::2 port=4789 offloads=off
+remote=fd63:6a62:1::2 port=4789
   link vx-globex kind=vxlan mtu=1500 master=- up alias=cjb:gw vni=8 local=fd63:6a62::2 \
-remote=fd63:6a62:2::2 port=4789 offloads=off
+remote=fd63:6a62:2::2 port=4789
 netns svc
   sysctl net/ipv6/conf/acme/accept_dad=0
   sysctl net/ipv6/conf/acme/accept_ra=0
@@ -93,11 +93,11 @@ netns svc
   sysctl net/ipv6/conf/n-acme/accept_dad=0
   sysctl net/ipv6/conf/n-acme/accept_ra=0
   sysctl net/ipv6/conf/n-acme/autoconf=0
-  link acme kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:07:01 offloads=off
+  link acme kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:07:01
     addr fe80::c0a8:64/64
-  link globex kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:08:01 offloads=off
+  link globex kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:08:01
     addr fe80::c0a8:64/64
-  link n-acme kind=veth mtu=1500 master=- up alias=cjb:gw mac=02:c7:00:00:07:02 offloads=off
+  link n-acme kind=veth mtu=1500 master=- up alias=cjb:gw mac=02:c7:00:00:07:02
 """
 
 

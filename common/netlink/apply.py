@@ -12,6 +12,7 @@ import ipaddress
 from cjb.common.netlink.kernel import Kernel, LinkState
 from cjb.common.netlink.spec import (
     KIND_NAMES,
+    TC_FILTER_PREFIX,
     Bridge,
     Dummy,
     Existing,
@@ -156,7 +157,11 @@ class Reconciler:
         if link.offloads_off and k.offloads_on(ns, link.name):
             k.disable_offloads(ns, link.name)
             self._note(ns, f"set {link.name} offloads off")
+        if link.offloads_on and not k.offloads_all_on(ns, link.name):
+            k.enable_offloads(ns, link.name)
+            self._note(ns, f"set {link.name} offloads on")
         self._apply_addresses(ns, link, adopt)
+        self._apply_tc_ingress(ns, link)
         if link.up != state.up and (link.up or not adopt):
             k.set_link(ns, link.name, up=link.up)
             self._note(ns, f"set {link.name} {'up' if link.up else 'down'}")
@@ -177,6 +182,17 @@ class Reconciler:
                 continue
             self.kernel.del_address(ns, link.name, address)
             self._note(ns, f"delete address {address} on {link.name}")
+
+    def _apply_tc_ingress(self, ns: str | None, link: Link) -> None:
+        current = self.kernel.tc_ingress(ns, link.name)
+        wanted = link.tc_ingress
+        if wanted is not None:
+            if current != wanted.filter_name:
+                self.kernel.set_tc_ingress(ns, link.name, wanted)
+                self._note(ns, f"attach tc ingress {wanted.filter_name} on {link.name}")
+        elif current is not None and current.startswith(TC_FILTER_PREFIX):
+            self.kernel.del_tc_ingress(ns, link.name)
+            self._note(ns, f"detach tc ingress {current} from {link.name}")
 
     # -- routes and sysctls -----------------------------------------------------------
 

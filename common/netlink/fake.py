@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from cjb.common.netlink.kernel import LinkState, NetlinkError
-from cjb.common.netlink.spec import KIND_NAMES, Interface, Link, Route, Veth, Vxlan
+from cjb.common.netlink.spec import KIND_NAMES, Interface, Link, Route, TcBpf, Veth, Vxlan
 
 _CURRENT = "(current)"
 GENERATED_MAC_PREFIX = "02:00:00:00:00:"  # not rendered: they depend on creation order
@@ -22,6 +22,7 @@ class _Ns:
     routes: set[Route] = field(default_factory=set)
     sysctls: dict[str, str] = field(default_factory=dict)
     offloads_off: set[str] = field(default_factory=set)
+    tc_ingress: dict[str, str] = field(default_factory=dict)
 
 
 class FakeKernel:
@@ -64,6 +65,7 @@ class FakeKernel:
             space.links.pop(name, None)
             space.addresses.pop(name, None)
             space.offloads_off.discard(name)
+            space.tc_ingress.pop(name, None)
             # The kernel drops a link's conf/<link>/ sysctls with the link.
             for key in [k for k in space.sysctls if f"/conf/{name}/" in k]:
                 del space.sysctls[key]
@@ -176,6 +178,27 @@ class FakeKernel:
         self.calls += 1
         self._get(ns).offloads_off.add(name)
 
+    def offloads_all_on(self, ns: str | None, name: str) -> bool:
+        return name not in self._get(ns).offloads_off
+
+    def enable_offloads(self, ns: str | None, name: str) -> None:
+        self.calls += 1
+        self._get(ns).offloads_off.discard(name)
+
+    def tc_ingress(self, ns: str | None, name: str) -> str | None:
+        return self._get(ns).tc_ingress.get(name)
+
+    def set_tc_ingress(self, ns: str | None, name: str, prog: TcBpf) -> None:
+        self.calls += 1
+        space = self._get(ns)
+        if name not in space.links:
+            raise NetlinkError(f"{ns}: no link named {name!r}")
+        space.tc_ingress[name] = prog.filter_name
+
+    def del_tc_ingress(self, ns: str | None, name: str) -> None:
+        self.calls += 1
+        self._get(ns).tc_ingress.pop(name, None)
+
     def render(self) -> str:
         """The whole state as sorted text, one object per line (MACs only when set)."""
         lines: list[str] = []
@@ -199,6 +222,8 @@ class FakeKernel:
                 )
                 for address in sorted(space.addresses.get(name, set()), key=str):
                     lines.append(f"    addr {address}")
+                if name in space.tc_ingress:
+                    lines.append(f"    tc ingress bpf {space.tc_ingress[name]}")
             for route in sorted(space.routes, key=str):
                 lines.append(
                     f"  route {route.dst} via {route.gateway or '-'} dev {route.dev or '-'}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cjb.common.netlink.spec import Interface, Link, Route
+from cjb.common.netlink.spec import Interface, Link, Route, TcBpf
 
 
 class NetlinkError(Exception):
@@ -75,3 +75,15 @@ class Kernel(Protocol):
     def offloads_on(self, ns: str | None, name: str) -> bool: ...
 
     def disable_offloads(self, ns: str | None, name: str) -> None: ...
+
+    def offloads_all_on(self, ns: str | None, name: str) -> bool: ...
+
+    def enable_offloads(self, ns: str | None, name: str) -> None: ...
+
+    def tc_ingress(self, ns: str | None, name: str) -> str | None:
+        """The name of the BPF filter on the link's tc ingress, None when there is none."""
+        ...
+
+    def set_tc_ingress(self, ns: str | None, name: str, prog: TcBpf) -> None: ...
+
+    def del_tc_ingress(self, ns: str | None, name: str) -> None: ...

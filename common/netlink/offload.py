@@ -51,6 +51,23 @@ def offloads_on(ifname: str) -> bool:
     return any(state[name] for name in ("tx-checksum", "tso", "gso", "gro"))
 
 
+def offloads_all_on(ifname: str) -> bool:
+    state = features(ifname)
+    return all(state[name] for name in ("tx-checksum", "sg", "tso", "gso", "gro"))
+
+
+def enable_offloads(ifname: str) -> None:
+    """For readers with PACKET_VNET_HDR: GRO makes super-frames on receive, and TSO with
+    tx checksumming lets the far end send them; features a driver cannot change stay off."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        # Order matters: TSO needs tx checksumming and SG first.
+        for name in ("tx-checksum", "sg", "tso", "gso", "gro"):
+            get, set_ = FEATURES[name]
+            if not _ioctl(sock, ifname, get):
+                with contextlib.suppress(NetlinkError):
+                    _ioctl(sock, ifname, set_, 1)
+
+
 def disable_offloads(ifname: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         # Order matters: TSO depends on tx checksumming and SG.

@@ -30,11 +30,16 @@ from cjb.common.netlink.spec import (
     Interface,
     Link,
     Route,
+    TcBpf,
     Veth,
     Vxlan,
 )
 
 IFA_F_NODAD = 0x02
+TC_H_CLSACT_INGRESS = 0xFFFFFFF2  # clsact's ingress hook ("ffff:fff2")
+TC_PRIO = 1  # one fixed priority and handle: a second attach replaces, never stacks
+TC_HANDLE = 1
+ETH_P_ALL = 0x0003
 IFF_UP = 0x1
 
 
@@ -279,6 +284,21 @@ class RealKernel:
                 )
         return out
 
+    def default_router(
+        self, ns: str | None, dev: str | None = None
+    ) -> ipaddress.IPv4Address | None:
+        """Read-only: the gateway of the main table's IPv4 default route (any protocol, e.g.
+        DHCP's), optionally only one leaving via `dev`; None when there is none."""
+        ipr = self._ipr(ns)
+        index = self._index(ns, dev) if dev is not None else None
+        for m in self._call(ns, "dump routes", ipr.route, "dump", family=socket.AF_INET):
+            gw = m.get("RTA_GATEWAY")
+            if m["dst_len"] != 0 or gw is None or m.get("RTA_TABLE", 254) != 254:
+                continue
+            if index is None or m.get("RTA_OIF") == index:
+                return ipaddress.IPv4Address(gw)
+        return None
+
     def _route_args(self, ns: str | None, route: Route) -> dict[str, Any]:
         args: dict[str, Any] = {
             "dst": str(route.dst.network_address),
@@ -325,3 +345,60 @@ class RealKernel:
     def disable_offloads(self, ns: str | None, name: str) -> None:
         with netns(ns):
             offload.disable_offloads(name)
+
+    def offloads_all_on(self, ns: str | None, name: str) -> bool:
+        with netns(ns):
+            return bool(offload.offloads_all_on(name))
+
+    def enable_offloads(self, ns: str | None, name: str) -> None:
+        with netns(ns):
+            offload.enable_offloads(name)
+
+    # -- tc BPF on ingress (clsact + cls_bpf direct-action) ---------------------------
+
+    def tc_ingress(self, ns: str | None, name: str) -> str | None:
+        ipr = self._ipr(ns)
+        index = self._index(ns, name)
+        try:
+            msgs = list(ipr.get_filters(index=index, parent=TC_H_CLSACT_INGRESS))
+        except PrNetlinkError as exc:
+            if exc.code in (errno.EINVAL, errno.ENOENT):
+                return None  # no clsact qdisc
+            raise NetlinkError(f"{ns}: dump tc filters of {name}: {os.strerror(exc.code)}") from exc
+        for m in msgs:
+            opts = m.get("TCA_OPTIONS")
+            if m.get("TCA_KIND") == "bpf" and opts is not None and opts.get("TCA_BPF_NAME"):
+                return str(opts.get("TCA_BPF_NAME"))
+        return None
+
+    def _has_clsact(self, ipr: Any, index: int) -> bool:
+        return any(m.get("TCA_KIND") == "clsact" for m in ipr.get_qdiscs(index=index))
+
+    def set_tc_ingress(self, ns: str | None, name: str, prog: TcBpf) -> None:
+        ipr = self._ipr(ns)
+        index = self._index(ns, name)
+        if not self._has_clsact(ipr, index):
+            self._call(ns, f"add clsact qdisc on {name}", ipr.tc, "add", "clsact", index=index)
+        self._call(
+            ns,
+            f"attach tc bpf {prog.filter_name} on {name}",
+            ipr.tc,
+            "replace-filter",
+            "bpf",
+            index=index,
+            handle=TC_HANDLE,
+            prio=TC_PRIO,
+            protocol=ETH_P_ALL,
+            fd=prog.prog_fd,
+            name=prog.filter_name,
+            parent=TC_H_CLSACT_INGRESS,
+            classid=1,
+            direct_action=True,
+        )
+
+    def del_tc_ingress(self, ns: str | None, name: str) -> None:
+        ipr = self._ipr(ns)
+        index = self._index(ns, name)
+        if self._has_clsact(ipr, index):
+            # The qdisc is ours (only our filters go on it): removing it removes them.
+            self._call(ns, f"delete clsact qdisc on {name}", ipr.tc, "del", "clsact", index=index)

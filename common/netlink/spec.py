@@ -63,6 +63,26 @@ class Existing:
     """A link someone else creates (a LAN NIC): configured if present, never created or deleted."""
 
 
+@dataclass(frozen=True, slots=True)
+class TcBpf:
+    """A loaded BPF program on a link's tc ingress (clsact, direct action).
+
+    `prog_fd` is the loader's handle; `prog_id` is the kernel's id of that program, which
+    the filter's name records, so a second apply sees "already attached" and a new load
+    (a new id) is a replace. Removed with its link, or when the spec drops it.
+    """
+
+    prog_fd: int
+    prog_id: int
+    label: str  # e.g. the program's name; shows in `tc filter show`
+
+    @property
+    def filter_name(self) -> str:
+        return f"{TC_FILTER_PREFIX}{self.label}#{self.prog_id}"
+
+
+TC_FILTER_PREFIX = "cjb:"  # our tc filters' names start with this; others are left alone
+
 LinkKind = Veth | VethPeer | Bridge | Dummy | Vxlan | Existing
 
 KIND_NAMES: dict[type, str] = {
@@ -89,12 +109,19 @@ class Link:
     # Turn off tx checksum offload, TSO, GSO and GRO: frames read with AF_PACKET must be
     # complete (finished checksums, at most one MTU each).
     offloads_off: bool = False
+    # The opposite: tx checksum, SG, TSO, GSO and GRO on, for readers that take GSO
+    # super-frames with a vnet header (PACKET_VNET_HDR); turned on again if found off.
+    offloads_on: bool = False
+    # A BPF program on tc ingress (the kernel fast path); None removes ours if present.
+    tc_ingress: TcBpf | None = None
 
     def __post_init__(self) -> None:
         if not 0 < len(self.name.encode()) <= IFNAMSIZ:
             raise SpecError(f"link name {self.name!r}: must be 1..{IFNAMSIZ} bytes")
         if isinstance(self.kind, Veth) and len(self.kind.peer.encode()) > IFNAMSIZ:
             raise SpecError(f"veth peer name {self.kind.peer!r}: at most {IFNAMSIZ} bytes")
+        if self.offloads_off and self.offloads_on:
+            raise SpecError(f"link {self.name!r}: offloads_off and offloads_on both set")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,22 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cjb.common import config_file as common_config
 
 TENANT_NAME = r"^[a-z][a-z0-9-]{0,11}$"  # 12 chars max: "vx-" + name fits IFNAMSIZ
+# How the userspace worker reads and writes its ports (issue 7): "packet" = AF_PACKET, one
+# wire frame per syscall, offloads off; "packet-vnet" = AF_PACKET with PACKET_VNET_HDR,
+# offloads on, TCP as 64 KB GSO super-frames translated once each (gateway/xlat/gso.py).
+UserspaceIO = Literal["packet", "packet-vnet"]
+# Who translates the common case (issue 7): "kernel" = the tc-eBPF fast path on the tenant's
+# ports (gateway/dataplane/bpf), the userspace worker only for the rest; "userspace" = the
+# worker for everything.
+FastPathMode = Literal["kernel", "userspace"]
+WG_KEY = r"^[A-Za-z0-9+/]{43}=$"  # base64 of 32 raw bytes (common.control.protocol.B64Key32)
 
 
 class ConfigFileError(common_config.ConfigFileError):
@@ -36,6 +45,36 @@ class TenantModel(_Model):
     lan_mtu: Annotated[int, Field(ge=1280, le=9000)] = 1500
     native_ipv6: bool = True
     service_ifname: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")] | None = None
+    userspace_io: UserspaceIO | None = None  # None: the gateway-wide `userspace_io`
+    fast_path: FastPathMode | None = None  # None: the gateway-wide `fast_path`
+    # WireGuard transport: the appliance's public key; `appliance` is then its overlay address.
+    wireguard_public_key: Annotated[str, Field(pattern=WG_KEY)] | None = None
+
+
+class WireGuardModel(_Model):
+    """The gateway's one WireGuard interface; VXLAN runs inside it over the overlay (issue 4).
+
+    With this section, `underlay` may be left out: the VXLAN underlay is the overlay
+    address here, and every tenant's `appliance` is its overlay address.
+    """
+
+    # Unique on the machine (wireguard-go's socket directory is shared by all namespaces).
+    ifname: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$")]
+    private_key_file: str  # base64, mode 0600 (`cjb gateway init` writes wireguard/private.key)
+    listen_port: Annotated[int, Field(ge=1, le=65535)] = 51820
+    address: ipaddress.IPv6Interface = ipaddress.IPv6Interface("fd63:6a62:77::1/64")
+    # Room for VXLAN over IPv6 (70 bytes) around a full 1500-byte LAN frame; the WAN below
+    # must carry this + 80 bytes of WireGuard over IPv6 (or fragment, DESIGN §3).
+    mtu: Annotated[int, Field(ge=1280, le=9000)] = 1600
+    log_file: str | None = None  # wireguard-go's own log (errors only)
+
+
+class RegistryModel(_Model):
+    """Take tenants from the control plane's registry (engineer A's SQLite) instead of
+    `tenants`: one tenant per enrolled, unrevoked device (`Registry.desired_tunnels()`)."""
+
+    path: str  # the control plane's registry.sqlite3
+    native_ipv6: bool = True  # give every registry tenant a native IPv6 link too
 
 
 class UnderlayModel(_Model):
@@ -45,10 +84,14 @@ class UnderlayModel(_Model):
 
 
 class GatewayModel(_Model):
-    underlay: UnderlayModel
+    underlay: UnderlayModel | None = None  # required unless `wireguard` is set
+    wireguard: WireGuardModel | None = None
+    registry: RegistryModel | None = None
     service_netns: str | None = None  # where service links' far ends live (None: here)
     state_dir: str = "/run/cjb-gateway"
     directory_file: str | None = None  # tenant directory for the service host
+    userspace_io: UserspaceIO = "packet-vnet"
+    fast_path: FastPathMode = "userspace"
     tenants: dict[Annotated[str, Field(pattern=TENANT_NAME)], TenantModel] = {}
 
     @field_validator("tenants")
@@ -66,6 +109,33 @@ class GatewayModel(_Model):
             ifnames[ifname] = name
         return tenants
 
+    @model_validator(mode="after")
+    def _transport(self) -> GatewayModel:
+        if self.underlay is None and self.wireguard is None:
+            raise ValueError("set `underlay` (plain VXLAN) or `wireguard` (VXLAN inside WireGuard)")
+        if self.wireguard is not None:
+            for name, t in self.tenants.items():
+                if t.wireguard_public_key is None:
+                    raise ValueError(
+                        f"tenant {name!r}: wireguard_public_key is required with `wireguard`"
+                    )
+                if t.appliance not in self.wireguard.address.network:
+                    raise ValueError(
+                        f"tenant {name!r}: appliance {t.appliance} must be an overlay address "
+                        f"in {self.wireguard.address.network} with `wireguard`"
+                    )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class WireGuardSpec:
+    ifname: str
+    private_key_file: Path
+    listen_port: int
+    address: ipaddress.IPv6Interface
+    mtu: int
+    log_file: Path | None
+
 
 @dataclass(frozen=True, slots=True)
 class TenantSpec:
@@ -76,6 +146,9 @@ class TenantSpec:
     lan_mtu: int
     native_ipv6: bool
     service_ifname: str
+    wireguard_public_key: str | None = None
+    userspace_io: UserspaceIO = "packet-vnet"
+    fast_path: FastPathMode = "userspace"
 
     # Gateway-side port names: fixed prefixes, so operators can read `ip link` at a glance.
     @property
@@ -121,6 +194,11 @@ class GatewayConfig:
     state_dir: Path
     directory_file: Path
     tenants: tuple[TenantSpec, ...]
+    wireguard: WireGuardSpec | None = None
+    registry: Path | None = None
+    registry_native_ipv6: bool = True
+    userspace_io: UserspaceIO = "packet-vnet"  # gateway-wide default, e.g. for registry tenants
+    fast_path: FastPathMode = "userspace"  # gateway-wide default, e.g. for registry tenants
 
     @property
     def status_file(self) -> Path:
@@ -164,18 +242,45 @@ def from_model(path: Path, model: GatewayModel) -> GatewayConfig:
             lan_mtu=t.lan_mtu,
             native_ipv6=t.native_ipv6,
             service_ifname=t.service_ifname or name,
+            wireguard_public_key=t.wireguard_public_key,
+            userspace_io=t.userspace_io or model.userspace_io,
+            fast_path=t.fast_path or model.fast_path,
         )
         for name, t in sorted(model.tenants.items())
     )
+    wg = None
+    if model.wireguard is not None:
+        w = model.wireguard
+        wg = WireGuardSpec(
+            ifname=w.ifname,
+            private_key_file=Path(w.private_key_file),
+            listen_port=w.listen_port,
+            address=w.address,
+            mtu=w.mtu,
+            log_file=Path(w.log_file) if w.log_file else None,
+        )
+    if model.underlay is not None:
+        underlay_address = model.underlay.address
+        underlay_port, underlay_device = model.underlay.port, model.underlay.device
+    else:
+        assert wg is not None  # the model validator requires one of the two
+        # VXLAN inside WireGuard: its underlay is the overlay (no lower device: the /64 on
+        # the WireGuard interface routes it, and no lower-device MTU check applies).
+        underlay_address, underlay_port, underlay_device = wg.address.ip, 4789, None
     return GatewayConfig(
         path=path,
-        underlay_address=model.underlay.address,
-        underlay_port=model.underlay.port,
-        underlay_device=model.underlay.device,
+        underlay_address=underlay_address,
+        underlay_port=underlay_port,
+        underlay_device=underlay_device,
         service_netns=model.service_netns,
         state_dir=state_dir,
         directory_file=Path(model.directory_file or state_dir / "tenants.json"),
         tenants=tenants,
+        wireguard=wg,
+        registry=Path(model.registry.path) if model.registry else None,
+        registry_native_ipv6=model.registry.native_ipv6 if model.registry else True,
+        userspace_io=model.userspace_io,
+        fast_path=model.fast_path,
     )
 
 

@@ -14,13 +14,17 @@ import signal
 import time
 from pathlib import Path
 
-from cjb.common.netlink import NetlinkError, apply
+from cjb.common.netlink import NetlinkError, TcBpf, apply
 from cjb.common.netlink.nft import apply_table, counters
 from cjb.common.netlink.real import RealKernel
+from cjb.common.wireguard import WireGuard
+from cjb.common.wireguard.model import Endpoint
+from cjb.gateway.dataplane.bpf.manager import KernelFastPaths
 from cjb.gateway.dataplane.config import GatewayConfig, TenantSpec, load
+from cjb.gateway.dataplane.desired import RegistrySource
 from cjb.gateway.dataplane.directory import write_directory, write_json_atomic
 from cjb.gateway.dataplane.kernel_spec import gateway_spec
-from cjb.gateway.dataplane.router import FrameRouter, Port
+from cjb.gateway.dataplane.router import Port, VnetFrameRouter
 from cjb.gateway.dataplane.vni_binding import (
     TABLE_FAMILY,
     TABLE_NAME,
@@ -28,17 +32,43 @@ from cjb.gateway.dataplane.vni_binding import (
     binding_table,
     tenant_counters,
 )
-from cjb.gateway.dataplane.worker import TenantWorker, open_port
+from cjb.gateway.dataplane.wg_transport import (
+    alive,
+    endpoints_of,
+    peer_status,
+    previous_endpoints,
+    reconcile_wireguard,
+    restore_sessions,
+)
+from cjb.gateway.dataplane.worker import TenantWorker, open_worker
 from cjb.gateway.xlat import Translator, XlatConfig
 
 log = logging.getLogger("cjb.gateway")
 PUBLISH_INTERVAL = 1.0
+RESYNC_INTERVAL = 10.0  # full reconcile even without a change: repairs drift (a deleted link)
 
 
-def reconcile(cfg: GatewayConfig) -> list[str]:
-    """Kernel objects and nftables binding for every tenant; returns what changed."""
+def reconcile(
+    cfg: GatewayConfig,
+    wg: WireGuard | None = None,
+    tc_ingress: dict[str, TcBpf] | None = None,
+    endpoints: dict[str, Endpoint] | None = None,
+) -> list[str]:
+    """Kernel objects and nftables binding for every tenant; returns what changed.
+
+    WireGuard first: its interface must exist before the netlink spec adopts it, and a
+    revoked device's peer goes before anything else is touched.
+    """
+    changes: list[str] = []
+    created = False
+    if cfg.wireguard is not None:
+        wg = wg or WireGuard()
+        wg_changes, created = reconcile_wireguard(wg, cfg)
+        changes += wg_changes
     with RealKernel() as kernel:
-        changes: list[str] = apply(kernel, gateway_spec(cfg))
+        changes += apply(kernel, gateway_spec(cfg, tc_ingress))
+    if created and wg is not None:
+        changes += restore_sessions(wg, cfg, endpoints)  # the interface is up now
     try:
         previous = counters(None, TABLE_FAMILY, TABLE_NAME)
     except NetlinkError:  # first start: no table yet
@@ -51,24 +81,68 @@ def reconcile(cfg: GatewayConfig) -> list[str]:
 class Gateway:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
-        self.cfg = load(config_path)
         self.workers: dict[str, tuple[TenantSpec, TenantWorker]] = {}
         self.errors: dict[str, str] = {}
         self._mtime = 0.0
         self._stop = asyncio.Event()
+        self.source: RegistrySource | None = None
+        self._generation: int | None = None
+        self._last_sync = 0.0
+        self.wg: WireGuard | None = None
+        # Appliance endpoints last seen, to re-handshake from our side after the WireGuard
+        # interface is re-created (wg_transport.restore_sessions).
+        self.endpoints: dict[str, Endpoint] = {}
+        self.fast = KernelFastPaths()  # tc-eBPF fast paths of `fast_path: kernel` tenants
+        self.cfg = self._load()
+        self.endpoints = previous_endpoints(self.cfg.status_file)
+
+    def _load(self) -> GatewayConfig:
+        """The file, plus the registry's tenants when it names one (the desired state)."""
+        base = load(self.config_path)
+        if base.wireguard is not None and self.wg is None:
+            self.wg = WireGuard()
+        if base.registry is None:
+            if self.source is not None:
+                self.source.close()
+                self.source = None
+            return base
+        if self.source is None or self.source.base.registry != base.registry:
+            if self.source is not None:
+                self.source.close()
+            self.source = RegistrySource(base)
+        self.source.base = base
+        self._generation = self.source.generation()
+        return self.source.config()
+
+    def _registry_changed(self) -> bool:
+        if self.source is None:
+            return False
+        try:
+            return self.source.generation() != self._generation
+        except Exception as exc:  # a locked or broken registry: keep the last state, say why
+            self.errors["registry"] = str(exc)
+            return False
+
+    def _transport_lost(self) -> bool:
+        """The WireGuard interface vanished (wireguard-go died or was deleted): rebuild."""
+        if self.wg is None or self.cfg.wireguard is None:
+            return False
+        try:
+            return not alive(self.wg, self.cfg)
+        except Exception:
+            return True
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop, t: TenantSpec) -> None:
         translator = Translator(XlatConfig(lan_mtu=t.lan_mtu, service_mtu=t.lan_mtu + 20))
-        router = FrameRouter(translator, native=t.native_ipv6)
         names = {Port.TUNNEL: t.tunnel_port, Port.SERVICE: t.service_port}
         if t.native_ipv6:
             names[Port.NATIVE] = t.native_port
         try:
-            sockets = {port: open_port(name) for port, name in names.items()}
+            worker = open_worker(translator, t.native_ipv6, names, t.userspace_io)
         except OSError as exc:
             self.errors[t.name] = f"cannot open ports {sorted(names.values())}: {exc.strerror}"
             return
-        worker = TenantWorker(router, sockets)
+        self.fast.filter_sockets(t.name, worker.sockets)
         worker.start(loop)
         self.workers[t.name] = (t, worker)
         self.errors.pop(t.name, None)
@@ -77,7 +151,11 @@ class Gateway:
         self._mtime = self.config_path.stat().st_mtime
         # Blocking netlink/nft work stays off the loop (pyroute2's sync API also refuses
         # to run inside a running loop).
-        for change in await asyncio.to_thread(reconcile, self.cfg):
+        self._last_sync = time.monotonic()
+        # Kernel fast path: load (disabled), attach with the spec, filter the new workers'
+        # sockets, then enable: each frame is handled exactly once (bpf/manager.py).
+        tc = await asyncio.to_thread(self.fast.attachments, self.cfg.tenants)
+        for change in await asyncio.to_thread(reconcile, self.cfg, self.wg, tc, self.endpoints):
             log.info("reconcile: %s", change)
         wanted = {t.name: t for t in self.cfg.tenants}
         for name, (spec, worker) in list(self.workers.items()):
@@ -87,6 +165,7 @@ class Gateway:
         for name, t in wanted.items():
             if name not in self.workers:
                 self._start_worker(loop, t)
+        await asyncio.to_thread(self.fast.activate, self.cfg.tenants)
 
     def _config_changed(self) -> bool:
         try:
@@ -102,7 +181,24 @@ class Gateway:
             self.errors["nftables"] = str(exc)
             return {}
 
-    def snapshot(self, nft: dict[str, tuple[int, int]]) -> dict[str, object]:
+    def _wg_peers(self) -> dict[str, dict[str, object]]:
+        if self.wg is None or self.cfg.wireguard is None:
+            return {}
+        try:
+            peers = peer_status(self.wg, self.cfg)
+        except Exception as exc:  # status must still be written when WireGuard is down
+            self.errors["wireguard"] = str(exc)
+            return {}
+        self.errors.pop("wireguard", None)
+        self.endpoints.update(endpoints_of(peers))
+        return peers
+
+    def snapshot(
+        self,
+        nft: dict[str, tuple[int, int]],
+        wg_peers: dict[str, dict[str, object]] | None = None,
+    ) -> dict[str, object]:
+        wg_peers = wg_peers or {}
         tenants: dict[str, object] = {}
         for t in self.cfg.tenants:
             entry = self.workers.get(t.name)
@@ -118,18 +214,32 @@ class Gateway:
                 "service_ifname": t.service_ifname,
                 "vni_binding": tenant_counters(nft, t.name),
             }
+            if t.name in wg_peers:
+                item["wireguard"] = wg_peers[t.name]
             if entry is not None:
                 worker = entry[1]
+                worker.poll_kernel_drops()  # before the counters are copied
                 item["router"] = worker.router.counters.as_dict()
                 translator = worker.router.translator
                 if isinstance(translator, Translator):
                     item["translator"] = translator.counters.as_dict()
+                item["userspace_io"] = t.userspace_io
+                if isinstance(worker.router, VnetFrameRouter):
+                    item["gso"] = worker.router.vnet.counters.as_dict()
+            item["fast_path"] = {
+                "mode": t.fast_path,
+                "error": self.fast.errors.get(t.name),
+                "counters": self.fast.status(t.name),
+            }
             tenants[t.name] = item
         return {
             "pid": os.getpid(),
             "updated": time.time(),
             "config": str(self.config_path),
             "unknown_vni_drops": nft.get(UNKNOWN, (0, 0))[0],
+            "transport": "wireguard" if self.cfg.wireguard else "vxlan",
+            "wireguard_ifname": self.cfg.wireguard.ifname if self.cfg.wireguard else None,
+            "errors": {k: v for k, v in self.errors.items() if k not in self.workers},
             "tenants": tenants,
         }
 
@@ -140,22 +250,38 @@ class Gateway:
         await self.sync(loop)
         log.info("gateway running: %d tenants", len(self.cfg.tenants))
         while not self._stop.is_set():
-            if self._config_changed():
+            # Desired state moved (file or registry), the transport died, or the periodic
+            # drift repair is due: reconcile. A revoked device's peer goes within a second.
+            resync = time.monotonic() - self._last_sync > RESYNC_INTERVAL
+            if self._config_changed() or self._registry_changed() or resync:
                 try:
-                    self.cfg = load(self.config_path)
+                    self.cfg = await asyncio.to_thread(self._load)
                     await self.sync(loop)
+                    self.errors.pop("config", None)
                 except Exception as exc:  # keep serving the old config; say why
                     log.error("config reload failed, keeping the previous one: %s", exc)
                     self.errors["config"] = str(exc)
+            elif await asyncio.to_thread(self._transport_lost):
+                log.warning("wireguard interface lost: rebuilding it")
+                try:
+                    await self.sync(loop)
+                except Exception as exc:
+                    log.error("rebuilding the wireguard interface failed: %s", exc)
+                    self.errors["wireguard"] = str(exc)
             nft = await asyncio.to_thread(self._nft_counters)
-            write_json_atomic(self.cfg.status_file, self.snapshot(nft))
+            peers = await asyncio.to_thread(self._wg_peers)
+            write_json_atomic(self.cfg.status_file, self.snapshot(nft, peers))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), PUBLISH_INTERVAL)
         for _, worker in self.workers.values():
             worker.stop()
+        if self.source is not None:
+            self.source.close()
         final = self.snapshot(self._nft_counters())
         final["stopped"] = True
         write_json_atomic(self.cfg.status_file, final)
+        # Attached programs stay in the kernel (like the links); a restart replaces them.
+        self.fast.close()
 
 
 def run(config_path: Path) -> None:

@@ -4,13 +4,27 @@ Per tenant, in the gateway's namespace:
   vx-<t>  VXLAN port, VNI = tenant's, to the tenant appliance's underlay address
   sl-<t>  service link, veth into the service host (far end named after the tenant)
   nl-<t>  optional native IPv6 link, veth into the service host (far end n-<tenant>)
+With WireGuard (issue 4) the gateway's WireGuard interface carries the overlay /64, and each
+vx-<t> runs from the gateway's overlay address to the appliance's, inside WireGuard.
 Gateway-side ports carry no addresses and have IPv6 disabled: the gateway's own stack
 must never speak on a tenant's segment (no RS, MLD or DAD), only the worker does.
 """
 
 from __future__ import annotations
 
-from cjb.common.netlink import Link, Namespace, NetworkSpec, Veth, VethPeer, Vxlan
+from collections.abc import Mapping
+from dataclasses import replace
+
+from cjb.common.netlink import (
+    Existing,
+    Link,
+    Namespace,
+    NetworkSpec,
+    TcBpf,
+    Veth,
+    VethPeer,
+    Vxlan,
+)
 from cjb.gateway.dataplane.config import GatewayConfig, TenantSpec
 
 OWNER = "gw"
@@ -38,6 +52,10 @@ NATIVE_SYSCTLS = (
 )
 
 
+SERVICE_LINK = 1  # link numbers inside service_mac()
+NATIVE_LINK = 2
+
+
 def service_mac(vni: int, link: int) -> str:
     """A stable, locally administered MAC for a service-host link (02:c7:<VNI>:<link>).
 
@@ -46,6 +64,12 @@ def service_mac(vni: int, link: int) -> str:
     """
     v = vni.to_bytes(3, "big")
     return f"02:c7:{v[0]:02x}:{v[1]:02x}:{v[2]:02x}:{link:02x}"
+
+
+def _vnet(t: TenantSpec) -> bool:
+    """Offloads off for the one-frame-per-syscall worker; on (GRO/TSO super-frames) for
+    its PACKET_VNET_HDR mode, on both ends of each link (issue 7)."""
+    return t.userspace_io == "packet-vnet"
 
 
 def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Link]]:
@@ -62,14 +86,16 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
             ),
             mtu=t.lan_mtu,
             sysctls=PORT_SYSCTLS,
-            offloads_off=True,
+            offloads_off=not _vnet(t),
+            offloads_on=_vnet(t),
         ),
         Link(
             t.service_port,
             Veth(peer=t.service_ifname, peer_netns=cfg.service_netns),
             mtu=t.lan_mtu + 20,  # DESIGN §3: a full IPv4 packet grows by 20 bytes in IPv6
             sysctls=PORT_SYSCTLS,
-            offloads_off=True,
+            offloads_off=not _vnet(t),
+            offloads_on=_vnet(t),
         ),
     ]
     svc = [
@@ -77,10 +103,11 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
             t.service_ifname,
             VethPeer(of=t.service_port),
             mtu=t.lan_mtu + 20,
-            mac=service_mac(t.vni, 1),
+            mac=service_mac(t.vni, SERVICE_LINK),
             addresses=(t.service_address,),
             sysctls=SERVICE_SYSCTLS,
-            offloads_off=True,
+            offloads_off=not _vnet(t),
+            offloads_on=_vnet(t),
         )
     ]
     if t.native_ipv6:
@@ -90,7 +117,8 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
                 Veth(peer=t.native_ifname, peer_netns=cfg.service_netns),
                 mtu=t.lan_mtu,
                 sysctls=PORT_SYSCTLS,
-                offloads_off=True,
+                offloads_off=not _vnet(t),
+                offloads_on=_vnet(t),
             )
         )
         svc.append(
@@ -98,21 +126,38 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
                 t.native_ifname,
                 VethPeer(of=t.native_port),
                 mtu=t.lan_mtu,
-                mac=service_mac(t.vni, 2),
+                mac=service_mac(t.vni, NATIVE_LINK),
                 sysctls=NATIVE_SYSCTLS,
-                offloads_off=True,
+                offloads_off=not _vnet(t),
+                offloads_on=_vnet(t),
             )
         )
     return gw, svc
 
 
-def gateway_spec(cfg: GatewayConfig) -> NetworkSpec:
-    gw_links: list[Link] = []
+def wireguard_link(cfg: GatewayConfig) -> list[Link]:
+    """The WireGuard interface, adopted (wireguard-go or the kernel creates it, not netlink).
+
+    Listed first, so it has its overlay address and is up before the VXLAN ports that use
+    that address as their local end come up.
+    """
+    if cfg.wireguard is None:
+        return []
+    wg = cfg.wireguard
+    return [Link(wg.ifname, Existing(), mtu=wg.mtu, addresses=(wg.address,))]
+
+
+def gateway_spec(cfg: GatewayConfig, tc_ingress: Mapping[str, TcBpf] | None = None) -> NetworkSpec:
+    """`tc_ingress`: the kernel fast path's programs by gateway port name (issue 7); ports
+    not named there carry none (a program left from before is detached)."""
+    gw_links: list[Link] = wireguard_link(cfg)
     svc_links: list[Link] = []
     for t in cfg.tenants:
         gw, svc = tenant_links(cfg, t)
         gw_links += gw
         svc_links += svc
+    if tc_ingress:
+        gw_links = [replace(lk, tc_ingress=tc_ingress.get(lk.name)) for lk in gw_links]
     if cfg.service_netns is None:
         return NetworkSpec(OWNER, (Namespace(None, tuple(gw_links + svc_links)),))
     return NetworkSpec(

@@ -54,6 +54,7 @@ def render(status: dict[str, object] | None, path: Path, now: float | None = Non
                 f"  {role:8} {ifname:16} {_n(c.get('rx_frames')):>10} {_n(c.get('rx_bytes')):>12} "
                 f"{_n(c.get('tx_frames')):>10} {_n(c.get('tx_bytes')):>12}"
             )
+        lines.extend(_wireguard_lines(t.get("wireguard")))
         binding = t.get("vni_binding", {})
         lines.append(
             f"  vxlan accepted {binding.get('vxlan_accepted', 0)}, "
@@ -62,7 +63,58 @@ def render(status: dict[str, object] | None, path: Path, now: float | None = Non
         drops = (t.get("router") or {}).get("drops", {})
         text = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"
         lines.append(f"  drops: {text}")
+        lines.extend(_fast_path_lines(t.get("fast_path")))
+        lines.extend(_userspace_io_lines(t.get("userspace_io"), t.get("gso")))
         if (t.get("router") or {}).get("last_error"):
             lines.append(f"  last error: {t['router']['last_error']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _userspace_io_lines(mode: object, gso: object) -> list[str]:
+    """The worker's IO mode; with vnet headers, how much travelled as super-frames."""
+    if mode is None:
+        return []
+    if not isinstance(gso, dict):
+        return [f"  userspace io: {mode}"]
+    parts = []
+    for d in ("to-service", "to-lan"):
+        frames = _n((gso.get("superframes") or {}).get(d))
+        segments = _n((gso.get("segments") or {}).get(d))
+        parts.append(f"{d} {frames} super-frames ({segments} segments)")
+    return [f"  userspace io: {mode}, " + ", ".join(parts)]
+
+
+def _fast_path_lines(fast: object) -> list[str]:
+    """The kernel fast path's per-tenant BPF counters (issue 7), when the tenant uses it."""
+    if not isinstance(fast, dict) or fast.get("mode") != "kernel":
+        return []
+    lines = []
+    if fast.get("error"):
+        lines.append(f"  fast path: {fast['error']}")
+    c = fast.get("counters") or {}
+    if isinstance(c, dict) and "to_service_frames" in c:
+        lines.append(
+            f"  kernel fast path: to service {_n(c.get('to_service_frames'))} frames "
+            f"{_n(c.get('to_service_bytes'))} bytes, to LAN {_n(c.get('to_lan_frames'))} "
+            f"frames {_n(c.get('to_lan_bytes'))} bytes, native "
+            f"{_n(c.get('to_native_frames'))}/{_n(c.get('from_native_frames'))} frames, "
+            f"to slow path {_n(c.get('slow_path_tunnel')) + _n(c.get('slow_path_service'))}, "
+            f"errors {_n(c.get('errors'))}"
+        )
+    return lines
+
+
+def _wireguard_lines(wg: object) -> list[str]:
+    """The tenant appliance's WireGuard peer (issue 4), when the transport is WireGuard."""
+    if not isinstance(wg, dict):
+        return []
+    if not wg.get("configured"):
+        return [f"  wireguard peer {wg.get('peer')} NOT CONFIGURED"]
+    age = wg.get("handshake_age_seconds")
+    handshake = "never" if age is None else f"{age:.0f}s ago"
+    return [
+        f"  wireguard peer {wg.get('peer')} {'up' if wg.get('up') else 'DOWN'}, "
+        f"endpoint {wg.get('endpoint') or '-'}, handshake {handshake}, "
+        f"rx {_n(wg.get('rx_bytes'))} B, tx {_n(wg.get('tx_bytes'))} B"
+    ]

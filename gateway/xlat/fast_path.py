@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 
 from cjb.gateway.xlat.addressing import FE80_96
+from cjb.gateway.xlat.alg.udp import MDNS_PORT, SSDP_PORT
 from cjb.gateway.xlat.config import XlatConfig
 from cjb.gateway.xlat.icmp_map import DF_THRESHOLD
 from cjb.gateway.xlat.result import Emit, Side, XlatResult
@@ -25,6 +26,7 @@ _DELTA = (2 * 0xFE80) % _MOD  # fe80::/96 prefix words, once per address
 _CSUM_OFFSET = {6: 16, 17: 6}
 _ETH_IPV6 = b"\x86\xdd"
 _ETH_IPV4 = b"\x08\x00"
+_ALG_PORTS = frozenset(p.to_bytes(2, "big") for p in (MDNS_PORT, SSDP_PORT))
 
 
 def _unicast(first_octet: int) -> bool:
@@ -38,6 +40,8 @@ def ipv4_to_service_fast(frame: bytes, cfg: XlatConfig) -> XlatResult | None:
     off = _CSUM_OFFSET.get(proto)
     if off is None or flags_offset & 0xBFFF or total + 14 > len(frame) or total < 20 + off + 2:
         return None
+    if proto == 17 and (frame[34:36] in _ALG_PORTS or frame[36:38] in _ALG_PORTS):
+        return None  # mDNS/SSDP: the full path applies the discovery ALG
     if not (_unicast(frame[26]) and _unicast(frame[30])):
         return None
     if int.from_bytes(frame[14:34], "big") % _MOD:
@@ -75,6 +79,8 @@ def ipv6_to_lan_fast(frame: bytes, cfg: XlatConfig, ids: IdentificationSource) -
     vtf, plen, nh, hlim = _V6_FIXED.unpack_from(frame, 14)
     off = _CSUM_OFFSET.get(nh)
     if off is None or vtf >> 28 != 6 or plen + 54 > len(frame) or plen < off + 2:
+        return None
+    if nh == 17 and (frame[54:56] in _ALG_PORTS or frame[56:58] in _ALG_PORTS):
         return None
     if frame[22:34] != FE80_96 or frame[38:50] != FE80_96:
         return None

@@ -27,6 +27,7 @@ from cjb.common.packet.ipv6 import (
 from cjb.common.packet.ndp import NDP_HOP_LIMIT
 from cjb.gateway.xlat import local_errors
 from cjb.gateway.xlat.addressing import GROUP_6TO4, unicast_v6_to_v4
+from cjb.gateway.xlat.alg.udp import to_lan_udp
 from cjb.gateway.xlat.config import IPV6_MIN_MTU, XlatConfig
 from cjb.gateway.xlat.icmp_map import DF_THRESHOLD, adjust_transport, icmp_6to4
 from cjb.gateway.xlat.neighbor import ndp_to_arp
@@ -129,9 +130,15 @@ def ipv6_to_lan(
             if short is not None:
                 return XlatResult(drop=DropReason.FRAGMENT_INVALID if frag else short)
             l4 = bytearray(payload)
+            # mDNS/SSDP payloads rewritten (issue 5): new UDP length and checksum included.
+            alg = to_lan_udp(protocol, not whole, l4, ip.src + ip.dst, src4 + dst4, cfg)
+            if alg is not None:
+                l4 = bytearray(alg)
             # A zero UDP checksum is invalid in IPv6 (RFC 8200 §8.1); never pass it on as
             # IPv4's "no checksum".
-            if not adjust_transport(protocol, l4, ip.src + ip.dst, src4 + dst4, udp_zero_ok=False):
+            elif not adjust_transport(
+                protocol, l4, ip.src + ip.dst, src4 + dst4, udp_zero_ok=False
+            ):
                 return XlatResult(drop=DropReason.UDP_ZERO_CHECKSUM)
             payload = bytes(l4)
 

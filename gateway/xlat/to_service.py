@@ -29,6 +29,7 @@ from cjb.common.packet.ipv6 import NH_FRAGMENT, NH_ICMPV6, build_fragment, build
 from cjb.common.packet.transport import CHECKSUM_OFFSET
 from cjb.gateway.xlat import local_errors
 from cjb.gateway.xlat.addressing import GROUP_4TO6, LIMITED_BROADCAST, unicast_v4_to_v6
+from cjb.gateway.xlat.alg.udp import to_service_udp
 from cjb.gateway.xlat.config import UdpZeroChecksum, XlatConfig
 from cjb.gateway.xlat.icmp_map import adjust_transport, icmp_4to6
 from cjb.gateway.xlat.result import DropReason, Emit, Side, XlatResult
@@ -125,7 +126,11 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
                 # fragment this short is also the RFC 1858 tiny-fragment attack.
                 return XlatResult(drop=DropReason.FRAGMENT_INVALID if ip.is_fragment else short)
             l4 = bytearray(payload)
-            if ip.protocol == PROTO_UDP and l4[6:8] == b"\x00\x00":
+            # mDNS/SSDP payloads rewritten (issue 5): new UDP length and checksum included.
+            alg = to_service_udp(ip.protocol, ip.is_fragment, l4, ip.src + ip.dst, src6 + dst6, cfg)
+            if alg is not None:
+                l4 = bytearray(alg)
+            elif ip.protocol == PROTO_UDP and l4[6:8] == b"\x00\x00":
                 # RFC 7915 §4.5: compute it (whole datagrams only), or drop, by policy.
                 if ip.is_fragment or cfg.udp_zero_checksum is UdpZeroChecksum.DROP:
                     return XlatResult(drop=DropReason.UDP_ZERO_CHECKSUM)

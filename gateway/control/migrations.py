@@ -1,0 +1,125 @@
+"""The registry schema, as ordered migrations. Append new versions; never edit applied ones.
+
+`schema_migrations` records what ran. Each migration runs inside one transaction together with
+its row in that table, so a crash leaves either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+# (version, statements). Times are UNIX seconds (REAL); keys are base64 text.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE meta (
+                key TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            )""",
+            "INSERT INTO meta (key, value) VALUES ('generation', 0)",
+            """CREATE TABLE tenants (
+                name TEXT PRIMARY KEY,
+                vni INTEGER UNIQUE CHECK (vni BETWEEN 1 AND 16777215),
+                overlay_index INTEGER UNIQUE CHECK (overlay_index >= 0),
+                overlay_address TEXT UNIQUE,
+                service_ipv4 TEXT,
+                lan_prefix TEXT,
+                lan_router TEXT,
+                lan_mtu INTEGER NOT NULL DEFAULT 1500,
+                catalog_json TEXT NOT NULL DEFAULT '[]',
+                config_version INTEGER NOT NULL DEFAULT 1,
+                created_at REAL NOT NULL,
+                CHECK ((vni IS NULL) = (overlay_address IS NULL))
+            )""",
+            """CREATE TABLE devices (
+                serial TEXT PRIMARY KEY,
+                factory_public_key TEXT NOT NULL,
+                tenant TEXT REFERENCES tenants(name),
+                model TEXT NOT NULL,
+                state TEXT NOT NULL DEFAULT 'inventory'
+                    CHECK (state IN ('inventory', 'enrolled', 'revoked')),
+                wireguard_public_key TEXT UNIQUE,
+                enrolled_at REAL,
+                last_seen REAL,
+                last_peer TEXT,
+                heartbeat_json TEXT,
+                created_at REAL NOT NULL
+            )""",
+            # One enrolled appliance per tenant: the data plane binds the tenant's VNI to one
+            # overlay address (DESIGN §3, RFC 7348 §7). A replacement enrolls after a revoke.
+            """CREATE UNIQUE INDEX one_enrolled_device_per_tenant
+                ON devices(tenant) WHERE state = 'enrolled'""",
+            """CREATE TABLE certificates (
+                fingerprint TEXT PRIMARY KEY,
+                serial_number INTEGER NOT NULL UNIQUE,
+                device TEXT NOT NULL REFERENCES devices(serial),
+                issued_at REAL NOT NULL,
+                not_after REAL NOT NULL,
+                revoked_at REAL
+            )""",
+            """CREATE TABLE enrollments (
+                id INTEGER PRIMARY KEY,
+                device TEXT NOT NULL REFERENCES devices(serial),
+                at REAL NOT NULL,
+                peer TEXT,
+                wireguard_public_key TEXT NOT NULL,
+                certificate TEXT NOT NULL REFERENCES certificates(fingerprint),
+                lan_json TEXT NOT NULL
+            )""",
+            """CREATE TABLE revocations (
+                id INTEGER PRIMARY KEY,
+                device TEXT NOT NULL REFERENCES devices(serial),
+                at REAL NOT NULL,
+                reason TEXT NOT NULL,
+                by TEXT NOT NULL
+            )""",
+            """CREATE TABLE audit (
+                id INTEGER PRIMARY KEY,
+                at REAL NOT NULL,
+                event TEXT NOT NULL,
+                serial TEXT,
+                peer TEXT,
+                reason TEXT,
+                detail_json TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX audit_by_serial ON audit(serial, at)",
+            "CREATE INDEX certificates_by_device ON certificates(device)",
+        ),
+    ),
+)
+
+
+def migrate(conn: sqlite3.Connection, now: Callable[[], float]) -> list[int]:
+    """Apply what is missing, in order; returns the versions applied (empty: already current)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    applied: list[int] = []
+    for version, statements in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+            ).fetchone()
+            if done is None:
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, now()),
+                )
+                applied.append(version)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    newest = max(v for v, _ in MIGRATIONS)
+    known = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+    if known is not None and known > newest:
+        raise RuntimeError(
+            f"registry schema version {known} is newer than this CJB ({newest}); upgrade CJB"
+        )
+    return applied

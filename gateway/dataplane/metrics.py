@@ -1,0 +1,85 @@
+"""The data plane's Prometheus metrics, read from its status file at scrape time.
+
+The data plane (`cjb gateway run`) and the API (`cjb gateway serve`) are separate
+processes; the status file the data plane rewrites every second is the interface between
+them. Plug this into the API's metrics hook:
+`serve(..., extra_collectors=[StatusFileCollector(path)])` (gateway/control/metrics.py).
+A missing or stale file yields `cjb_dataplane_up 0` and nothing else, never an error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cjb.gateway.dataplane.status import STALE_AFTER, read_status
+
+
+def _int(v: object) -> int:
+    return v if isinstance(v, int) else 0
+
+
+class StatusFileCollector(Collector):
+    def __init__(self, status_file: Path, clock: Callable[[], float] = time.time) -> None:
+        self.status_file = status_file
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        status = read_status(self.status_file)
+        fresh = (
+            status is not None
+            and not status.get("stopped")
+            and self.clock() - float(status.get("updated", 0)) < STALE_AFTER  # type: ignore[arg-type]
+        )
+        up = GaugeMetricFamily("cjb_dataplane_up", "1 while the data plane publishes status")
+        up.add_metric([], 1 if fresh else 0)
+        yield up
+        if not fresh or status is None:
+            return
+        tenants: dict[str, Any] = status.get("tenants") or {}  # type: ignore[assignment]
+        frames = CounterMetricFamily(
+            "cjb_dataplane_frames", "Frames per tenant port", labels=["tenant", "port", "direction"]
+        )
+        nbytes = CounterMetricFamily(
+            "cjb_dataplane_bytes", "Bytes per tenant port", labels=["tenant", "port", "direction"]
+        )
+        drops = CounterMetricFamily(
+            "cjb_dataplane_drops", "Frames dropped, by reason", labels=["tenant", "reason"]
+        )
+        spoofed = CounterMetricFamily(
+            "cjb_vni_spoofed", "VXLAN packets dropped by the VNI binding", labels=["tenant"]
+        )
+        tunnel_up = GaugeMetricFamily(
+            "cjb_tunnel_up", "1 when the tenant's WireGuard session is fresh", labels=["tenant"]
+        )
+        handshake = GaugeMetricFamily(
+            "cjb_tunnel_last_handshake_age_seconds",
+            "Seconds since the tenant appliance's last WireGuard handshake",
+            labels=["tenant"],
+        )
+        wg_bytes = CounterMetricFamily(
+            "cjb_tunnel_bytes", "WireGuard bytes per tenant", labels=["tenant", "direction"]
+        )
+        for name, t in sorted(tenants.items()):
+            router = t.get("router") or {}
+            for port, c in sorted((router.get("ports") or {}).items()):
+                for direction in ("rx", "tx"):
+                    frames.add_metric([name, port, direction], _int(c.get(f"{direction}_frames")))
+                    nbytes.add_metric([name, port, direction], _int(c.get(f"{direction}_bytes")))
+            for reason, n in sorted((router.get("drops") or {}).items()):
+                drops.add_metric([name, reason], _int(n))
+            spoofed.add_metric([name], _int((t.get("vni_binding") or {}).get("vni_spoofed")))
+            wg = t.get("wireguard")
+            if isinstance(wg, dict):
+                tunnel_up.add_metric([name], 1 if wg.get("up") else 0)
+                age = wg.get("handshake_age_seconds")
+                if isinstance(age, int | float):
+                    handshake.add_metric([name], float(age))
+                wg_bytes.add_metric([name, "rx"], _int(wg.get("rx_bytes")))
+                wg_bytes.add_metric([name, "tx"], _int(wg.get("tx_bytes")))
+        yield from (frames, nbytes, drops, spoofed, tunnel_up, handshake, wg_bytes)

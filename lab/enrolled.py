@@ -1,0 +1,176 @@
+"""The lab's real path (issue 4): a gateway that enrolls its appliances over HTTPS.
+
+`cjb lab up` (transport "wireguard") does what an operator and a factory do, with the
+product's own commands:
+  1. `cjb gateway init` -> CA, HTTPS certificate (SAN = the gateway's lab address),
+     WireGuard key pair, operator token, settings, an empty registry;
+  2. personalise N virtual appliances: serial + Ed25519 factory key written into an
+     ApplianceLayout root per appliance (what flashing does), plus the operator CA and the
+     gateway URL that the image would carry;
+  3. `cjb gateway device import` of their inventory records (tenant K for appliance K);
+  4. start `cjb gateway serve` (HTTPS API) and `cjb gateway run` (data plane, desired state
+     = the registry) in the gateway namespace, and one `cjb appliance run` per appliance
+     namespace; each enrolls across the lab internet and brings up WireGuard + VXLAN.
+Nothing is configured by hand between these steps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from cjb.common.control.identity import ApplianceLayout
+from cjb.common.control.protocol import InventoryRecord
+from cjb.lab.topology import (
+    API_PORT,
+    GATEWAY_UNDERLAY,
+    LAN_ADDRESS,
+    LAN_MTU,
+    WIREGUARD_PORT,
+    LabNames,
+    tenant_name,
+)
+
+GATEWAY_URL = f"https://[{GATEWAY_UNDERLAY}]:{API_PORT}"
+WIREGUARD_ENDPOINT = f"[{GATEWAY_UNDERLAY}]:{WIREGUARD_PORT}"
+
+
+class EnrollSetupError(Exception):
+    """A set-up step of the enrolled lab failed; the message carries the command's output."""
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cjb.cli", *args]
+
+
+def _run(argv: list[str], what: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise EnrollSetupError(f"{what} failed ({' '.join(argv[3:6])}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def gateway_state_dir(run_dir: Path) -> Path:
+    return run_dir / "gateway-state"
+
+
+def appliance_root(run_dir: Path, k: int) -> Path:
+    return run_dir / f"appliance{k}" / "root"
+
+
+def serial(names: LabNames, k: int) -> str:
+    return f"LAB-{names.run_id}-{k:03d}"
+
+
+def init_gateway(run_dir: Path) -> Path:
+    state = gateway_state_dir(run_dir)
+    _run(
+        cli(
+            "gateway", "init", "--state-dir", str(state),
+            "--san", str(GATEWAY_UNDERLAY), "--san", "localhost",
+            "--endpoint", WIREGUARD_ENDPOINT, "--port", str(API_PORT),
+        ),
+        "cjb gateway init",
+    )  # fmt: skip
+    return state
+
+
+def personalise(names: LabNames, run_dir: Path, k: int) -> InventoryRecord:
+    """What flashing a unit does: its serial and factory key (0600), plus the image's
+    operator CA and gateway URL. Returns the record the operator imports."""
+    from cjb.appliance.keys import b64, write_factory
+
+    layout = ApplianceLayout(appliance_root(run_dir, k))
+    key = ed25519.Ed25519PrivateKey.generate()
+    write_factory(layout, serial(names, k), key)
+    layout.operator_ca.write_bytes((gateway_state_dir(run_dir) / "ca/ca.pem").read_bytes())
+    layout.gateway_url.write_text(GATEWAY_URL + "\n")
+    public = key.public_key().public_bytes_raw()
+    return InventoryRecord(
+        serial=serial(names, k), factory_public_key=b64(public), tenant=tenant_name(k)
+    )
+
+
+def import_inventory(run_dir: Path, records: list[InventoryRecord]) -> None:
+    path = run_dir / "inventory.jsonl"
+    path.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    _run(
+        cli(
+            "gateway", "device", "import", "--state-dir", str(gateway_state_dir(run_dir)), str(path)
+        ),
+        "cjb gateway device import",
+    )
+
+
+def gateway_config(names: LabNames, run_dir: Path) -> dict[str, object]:
+    """The data plane: tenants come from the registry; VXLAN runs inside WireGuard."""
+    from cjb.gateway.control.settings import load_settings
+    from cjb.gateway.control.statedir import StateDir
+
+    layout = StateDir(gateway_state_dir(run_dir))
+    settings = load_settings(layout.settings)  # one truth for overlay and port: gateway.toml
+    overlay = f"{settings.overlay.gateway}/{settings.overlay.prefix.prefixlen}"
+    return {
+        "wireguard": {
+            "ifname": names.wg_ifname("gateway"),
+            "private_key_file": str(layout.wg_private),
+            "listen_port": settings.wireguard.listen_port,
+            "address": overlay,
+            "log_file": str(run_dir / "logs" / "gateway-wireguard.log"),
+        },
+        "registry": {"path": str(layout.registry), "native_ipv6": True},
+        "service_netns": names.ns("service"),
+        "state_dir": str(run_dir / "gateway"),
+        "directory_file": str(run_dir / "tenants.json"),
+        "tenants": {},
+    }
+
+
+def appliance_config(run_dir: Path, k: int) -> dict[str, object]:
+    return {
+        "root": str(appliance_root(run_dir, k)),
+        "bridge": "br-lan",
+        "lan_ports": ["lan0"],
+        "wan": "wan0",
+        "tunnel_builder": "wireguard",
+        "tunnel_port": "cjb-vx0",
+        "lan_mtu": LAN_MTU,
+        # The agent's bridge has no address of its own on the customer LAN: tell it the LAN.
+        "lan_prefix": str(LAN_ADDRESS.network),
+        "arp_probe_scale": 0.1,  # RFC 5227 timings / 10: the lab LAN is one veth
+        "state_dir": str(run_dir / f"appliance{k}"),
+        "check_interval": 1.0,
+        "backoff_cap": 5.0,
+    }
+
+
+def write_configs(names: LabNames, tenants: int, run_dir: Path) -> dict[str, Path]:
+    """Everything before the processes start: init, personalise, import, config files."""
+    init_gateway(run_dir)
+    records = [personalise(names, run_dir, k) for k in range(1, tenants + 1)]
+    import_inventory(run_dir, records)
+    paths: dict[str, Path] = {}
+    gw = run_dir / "gateway.json"
+    gw.write_text(json.dumps(gateway_config(names, run_dir), indent=2) + "\n")
+    paths["gateway"] = gw
+    for k in range(1, tenants + 1):
+        path = run_dir / f"appliance{k}.json"
+        path.write_text(json.dumps(appliance_config(run_dir, k), indent=2) + "\n")
+        paths[f"appliance{k}"] = path
+    return paths
+
+
+def enrollment_times(run_dir: Path, started: float) -> dict[str, float]:
+    """Serial -> seconds from the agents' start (wall clock) to the gateway's record of the
+    enrollment: nonce, signed request, CSR, allocation, certificate (ARP probing included)."""
+    from cjb.gateway.control.registry import Registry
+    from cjb.gateway.control.statedir import StateDir
+
+    with Registry.open(StateDir(gateway_state_dir(run_dir)).registry) as reg:
+        return {
+            d.serial: d.enrolled_at - started for d in reg.devices() if d.enrolled_at is not None
+        }
