@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stormkit import COUNT_WAN, storm_script
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -367,48 +368,12 @@ def test_lan_msearch_gets_the_cloud_device_and_its_location_works(topo: Path) ->
     assert got.stdout == "<root>cloud media server</root>\n"
 
 
-STORM = """
-    import socket, struct, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("192.168.0.20", 0))
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("192.168.0.20"))
-    # A PTR query for an allowed type: only the rate limit stands between it and the WAN.
-    q = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 0) + b"\\x05storm\\x04_ipp\\x04_tcp\\x05local\\x00"
-    q += struct.pack("!HH", 12, 1)
-    start = time.monotonic()
-    for i in range(10000):
-        s.sendto(q, ("224.0.0.251", 5353))
-        if i % 500 == 499:   # pace to 10,000 in about one second
-            time.sleep(max(0, start + (i + 1) / 10000 - time.monotonic()))
-    print(time.monotonic() - start)
-"""
-
-COUNT_WAN = """
-    import socket, sys, time
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    s.bind((sys.argv[1], 3))
-    s.settimeout(0.2)
-    print("ready", flush=True)
-    n = 0
-    end = time.monotonic() + float(sys.argv[2])
-    while time.monotonic() < end:
-        try:
-            frame = s.recv(65535)
-        except TimeoutError:
-            continue
-        if b"\\x05storm\\x04_ipp" in frame:
-            n += 1
-    print(n)
-"""
-
-
 def test_storm_of_10000_mdns_packets_puts_at_most_the_configured_rate_on_the_wan(
     topo: Path,
 ) -> None:
     counter = spawn(NS["gw"], COUNT_WAN, LINK["gl"], "4")
     assert counter.stdout is not None and counter.stdout.readline().strip() == "ready"
-    elapsed = float(py(NS["lan"], STORM))
+    elapsed = float(py(NS["lan"], storm_script("192.168.0.20")))
     out, _ = counter.communicate(timeout=20)
     crossed = int(out.strip())
     bound = WAN_BURST + WAN_PPS * (elapsed + 0.5)

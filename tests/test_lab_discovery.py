@@ -25,6 +25,7 @@ from pathlib import Path
 
 import labkit
 import pytest
+from stormkit import COUNT_WAN, storm_script
 
 from cjb.common.control.protocol import CatalogService
 from cjb.lab import browse, discovery
@@ -255,40 +256,6 @@ def test_service_host_msearch_on_tenant1_gets_its_printer_description(lab: LabSt
     assert "Printer (tenant1)" in got.stdout and "Printer (tenant2)" not in got.stdout
 
 
-STORM = """
-import socket, struct, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("192.168.0.10", 0))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("192.168.0.10"))
-# A PTR query for an allowed type: only the rate limit stands between it and the WAN.
-q = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 0) + b"\\x05storm\\x04_ipp\\x04_tcp\\x05local\\x00"
-q += struct.pack("!HH", 12, 1)
-start = time.monotonic()
-for i in range(10000):
-    s.sendto(q, ("224.0.0.251", 5353))
-    if i % 500 == 499:   # pace to 10,000 in about one second
-        time.sleep(max(0, start + (i + 1) / 10000 - time.monotonic()))
-print(time.monotonic() - start)
-"""
-
-COUNT_WAN = """
-import socket, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.bind((sys.argv[1], 3))
-s.settimeout(0.2)
-print("ready", flush=True)
-n = 0
-end = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
-    try:
-        frame = s.recv(65535)
-    except TimeoutError:
-        continue
-    if b"\\x05storm\\x04_ipp" in frame:
-        n += 1
-print(n)
-"""
 HEARTBEAT_SECONDS = 30  # gateway.toml default, which the lab keeps
 WAN_PPS, WAN_BURST = 20.0, 40.0  # RelayConfig defaults, which the agent uses
 
@@ -316,7 +283,7 @@ def test_mdns_storm_on_one_lan_is_bounded_on_the_wan_and_other_tenants_still_bro
                                    discovery.service_ifname(lab, "tenant2"), "--type",
                                    "_ipp._tcp", "--timeout", "3"),
         ]  # fmt: skip
-        storm = labkit.python_in(lab.namespaces["site1"], STORM)
+        storm = labkit.python_in(lab.namespaces["site1"], storm_script("192.168.0.10"))
         assert storm.returncode == 0, storm.stderr
         elapsed = float(storm.stdout)
         out, _ = counter.communicate(timeout=30)
