@@ -25,9 +25,10 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 
-from cjb.common.netlink import Bridge, Link, Namespace, NetworkSpec, Veth, VethPeer, apply, netns
+from iperf_run import iperf_json, received_mbits
+
+from cjb.common.netlink import Bridge, Link, Namespace, NetworkSpec, Veth, VethPeer, apply
 from cjb.common.netlink import remove as remove_spec
 from cjb.common.netlink.real import RealKernel
 from cjb.lab.control import down, native_link_local, up
@@ -74,29 +75,7 @@ def plain_spec(run_id: str) -> NetworkSpec:
 
 def iperf(client_ns: str, server_ns: str, target: str, seconds: int) -> float:
     """One TCP stream for `seconds`; returns Mbit/s as the receiver counted it."""
-    with netns(server_ns):
-        server = subprocess.Popen(
-            ["iperf3", "-s", "-1", "-p", "5201"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    try:
-        time.sleep(0.5)
-        with netns(client_ns):
-            out = subprocess.run(
-                ["iperf3", "-c", target, "-p", "5201", "-t", str(seconds), "-J"],
-                capture_output=True,
-                text=True,
-                timeout=seconds + 30,
-                check=False,
-            )
-        if out.returncode != 0:
-            raise RuntimeError(f"iperf3 -c {target} failed: {out.stdout[-300:]} {out.stderr}")
-        result = json.loads(out.stdout)
-        return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6
-    finally:
-        server.kill()
-        server.wait()
+    return received_mbits(iperf_json(client_ns, server_ns, target, seconds))
 
 
 def measure_lab(

@@ -24,13 +24,12 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-from cjb.common.netlink import Link, Namespace, NetworkSpec, Veth, VethPeer, apply, netns
+from iperf_run import iperf_json
+
+from cjb.common.netlink import Link, Namespace, NetworkSpec, Veth, VethPeer, apply
 from cjb.common.netlink import remove as remove_spec
 from cjb.common.netlink.real import RealKernel
 from cjb.gateway.dataplane.io_mode import set_userspace_io
@@ -74,32 +73,7 @@ def plain_spec(run_id: str) -> NetworkSpec:
     )
 
 
-def iperf(client_ns: str, server_ns: str, target: str, seconds: int, *extra: str) -> dict[str, Any]:
-    with netns(server_ns):
-        server = subprocess.Popen(
-            ["iperf3", "-s", "-1", "-p", "5201"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    try:
-        time.sleep(0.5)
-        with netns(client_ns):
-            out = subprocess.run(
-                ["iperf3", "-c", target, "-p", "5201", "-t", str(seconds), "-J", *extra],
-                capture_output=True,
-                text=True,
-                timeout=seconds + 30,
-                check=False,
-            )
-        if out.returncode != 0:
-            raise RuntimeError(
-                f"iperf3 -c {target} {extra} failed: {out.stdout[-300:]} {out.stderr}"
-            )
-        result: dict[str, Any] = json.loads(out.stdout)
-        return result
-    finally:
-        server.kill()
-        server.wait()
+iperf = iperf_json
 
 
 def tcp(

@@ -6,6 +6,7 @@ absent from logs: tests/resilience/test_lab_faults.py scans a whole enrolled lab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import socket
@@ -141,12 +142,15 @@ def _raw(gw: Gateway, request: bytes) -> bytes:
         socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock,
         ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
     ):
-        tls.sendall(request)
+        # The server may answer and close while we are still sending an oversized request;
+        # what it answered (if anything) is still read below.
+        with contextlib.suppress(ssl.SSLError, OSError):
+            tls.sendall(request)
         out = b""
         try:
             while chunk := tls.recv(65536):
                 out += chunk
-        except (TimeoutError, ssl.SSLError, ConnectionResetError):
+        except (TimeoutError, ssl.SSLError, OSError):
             pass
         return out
 
@@ -172,7 +176,9 @@ def test_api_survives_hostile_http_framing(gw: Gateway, report: Report) -> None:
         m = re.match(rb"HTTP/1\.[01] (\d{3})", reply)
         statuses[what] = int(m.group(1)) if m else None  # None: the server closed on it
         assert statuses[what] is None or 400 <= statuses[what] < 500, (what, reply[:300])
-    assert statuses["chunked overflow"] == 413, statuses
+    # 413, or closed mid-send when the server refuses before we finish writing (a race the
+    # deterministic oversized-body test in tests/test_control_api.py does not have).
+    assert statuses["chunked overflow"] in (413, None), statuses
 
     async def alive() -> int:
         async with aiohttp.ClientSession() as s:
