@@ -1,5 +1,5 @@
-"""The mDNS storm used by the discovery tests: a sender and a WAN-side counter, each a
-script run with `python -c` inside a namespace (issue 5: 10,000 packets in one second)."""
+"""Scripts the discovery tests run with `python -c` inside a namespace: the mDNS storm
+(issue 5: 10,000 packets in one second), its WAN-side counter, and an SSDP M-SEARCH."""
 
 _STORM = """
 import socket, struct, time
@@ -41,3 +41,29 @@ while time.monotonic() < end:
         n += 1
 print(n)
 """
+
+
+_MSEARCH_V6 = """
+import socket, sys, time
+ifindex = socket.if_nametoindex(sys.argv[1])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("SOURCE", 0, 0, ifindex))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+msg = (b"M-SEARCH * HTTP/1.1\\r\\nHOST: [FF02::C]:1900\\r\\nMAN: \\"ssdp:discover\\"\\r\\n"
+       b"MX: 1\\r\\nST: urn:schemas-upnp-org:device:Printer:1\\r\\n\\r\\n")
+s.settimeout(0.5)
+end = time.monotonic() + 8
+while time.monotonic() < end:
+    s.sendto(msg, ("ff02::c", 1900, 0, ifindex))
+    try:
+        data, addr = s.recvfrom(4096)
+    except TimeoutError:
+        continue
+    print(addr[0]); print(data.decode()); break
+"""
+
+
+def msearch_v6_script(source: str) -> str:
+    """An SSDP M-SEARCH for printers on the link named by argv[1], sent from `source`;
+    prints the first responder's address and its answer."""
+    return _MSEARCH_V6.replace("SOURCE", source)

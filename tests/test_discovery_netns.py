@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stormkit import COUNT_WAN, storm_script
+from stormkit import COUNT_WAN, msearch_v6_script, storm_script
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -276,24 +276,7 @@ def test_lan_printer_is_found_from_the_service_host_with_fe80_and_scope(topo: Pa
     ]
 
 
-MSEARCH_V6 = """
-    import socket, sys, time
-    ifindex = socket.if_nametoindex(sys.argv[1])
-    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.bind(("fe80::c0a8:64", 0, 0, ifindex))
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
-    msg = (b"M-SEARCH * HTTP/1.1\\r\\nHOST: [FF02::C]:1900\\r\\nMAN: \\"ssdp:discover\\"\\r\\n"
-           b"MX: 1\\r\\nST: urn:schemas-upnp-org:device:Printer:1\\r\\n\\r\\n")
-    s.settimeout(0.5)
-    end = time.monotonic() + 8
-    while time.monotonic() < end:
-        s.sendto(msg, ("ff02::c", 1900, 0, ifindex))
-        try:
-            data, addr = s.recvfrom(4096)
-        except TimeoutError:
-            continue
-        print(addr[0]); print(data.decode()); break
-"""
+MSEARCH_V6 = msearch_v6_script("fe80::c0a8:64")
 
 
 def test_service_host_msearch_gets_the_printer_and_fetches_its_description(topo: Path) -> None:

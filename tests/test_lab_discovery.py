@@ -25,7 +25,7 @@ from pathlib import Path
 
 import labkit
 import pytest
-from stormkit import COUNT_WAN, storm_script
+from stormkit import COUNT_WAN, msearch_v6_script, storm_script
 
 from cjb.common.control.protocol import CatalogService
 from cjb.lab import browse, discovery
@@ -221,24 +221,7 @@ def test_lan_msearch_gets_the_cloud_device_and_its_location_works(lab: LabState)
         assert f"Cloud Files (tenant{k})" in got.stdout and discovery.MEDIA_SERVER in got.stdout
 
 
-MSEARCH_V6 = """
-import socket, sys, time
-ifindex = socket.if_nametoindex(sys.argv[1])
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind(("::", 0, 0, ifindex))
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
-msg = (b"M-SEARCH * HTTP/1.1\\r\\nHOST: [FF02::C]:1900\\r\\nMAN: \\"ssdp:discover\\"\\r\\n"
-       b"MX: 1\\r\\nST: urn:schemas-upnp-org:device:Printer:1\\r\\n\\r\\n")
-s.settimeout(0.5)
-end = time.monotonic() + 8
-while time.monotonic() < end:
-    s.sendto(msg, ("ff02::c", 1900, 0, ifindex))
-    try:
-        data, addr = s.recvfrom(4096)
-    except TimeoutError:
-        continue
-    print(addr[0]); print(data.decode()); break
-"""
+MSEARCH_V6 = msearch_v6_script("::")
 
 
 @pytest.mark.root
