@@ -5,10 +5,11 @@
                      cjb-wg0 (WireGuard) overlay/64 ═══ UDP ═══► gateway endpoint
 
 The one WireGuard peer is the gateway, with allowed IPs = the gateway's overlay /128 only:
-the appliance reaches nothing else through the tunnel. The WireGuard interface's MTU leaves
-room for VXLAN over IPv6 (70 bytes) around a full LAN frame, so the LAN keeps its MTU; the
-UDP packets WireGuard sends may then exceed a 1500-byte WAN and are fragmented by the
-kernel (IPv6 source fragmentation, RFC 8200 §4.5), which costs throughput, not function.
+the appliance reaches nothing else through the tunnel. The WireGuard interface's MTU comes
+from the gateway (`TunnelConfig.wireguard_mtu`, sized for the WAN path: common/tunnel_mtu.py),
+so its packets cross a 1,500-byte WAN even where big packets vanish without an ICMP answer.
+The VXLAN port keeps the LAN's MTU: a LAN packet too big for the tunnel meets the kernel's
+bridged-tunnel PMTU check, which answers DF packets with fragmentation-needed (RFC 1191).
 
 The interface name must be unique on the machine when wireguard-go runs (its socket
 directory is shared by all namespaces): the lab passes one with its run id.
@@ -44,7 +45,6 @@ from cjb.common.netlink import (
 from cjb.common.wireguard import DeviceSpec, PeerSpec, WireGuard, WireGuardError
 from cjb.common.wireguard.model import Endpoint
 
-VXLAN_OVER_IPV6 = 14 + 8 + 8 + 40  # inner Ethernet + VXLAN (RFC 7348 §5) + UDP + IPv6
 # WireGuard rejects a session older than REJECT_AFTER_TIME (180 s, whitepaper §6.1);
 # with keepalives a live tunnel handshakes every 2 minutes.
 HANDSHAKE_FRESH = 180.0
@@ -109,7 +109,7 @@ class WireGuardTunnelBuilder:
         links = (
             Link(request.bridge, Existing()),
             # Before the VXLAN port: its local address must be here when the port comes up.
-            Link(self.ifname, Existing(), mtu=request.mtu + VXLAN_OVER_IPV6, addresses=(overlay,)),
+            Link(self.ifname, Existing(), mtu=cfg.wireguard_mtu, addresses=(overlay,)),
             lan_port(
                 request,
                 Vxlan(
@@ -163,7 +163,13 @@ class WireGuardTunnelBuilder:
             port=request.port_name,
             last_handshake_age=age,
             detail=detail,
-            counters={"wg_rx_bytes": peer.rx_bytes, "wg_tx_bytes": peer.tx_bytes},
+            counters={
+                "wg_rx_bytes": peer.rx_bytes,
+                "wg_tx_bytes": peer.tx_bytes,
+                # LAN packets bigger than the tunnel carries and not DF (a DF one gets
+                # fragmentation-needed instead): VTEPs never fragment (RFC 7348 §4.3).
+                "vxlan_tx_errors": port.tx_errors,
+            },
         )
 
     def remove(self) -> list[str]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -43,6 +44,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from iperf_run import client_argv, concurrent_mbits, start_server
 
 from cjb.common.netlink import (
     Bridge,
@@ -70,6 +73,8 @@ MODES = (
 SERVICE_V4 = "192.168.0.100"
 CLIENT_V4 = "192.168.0.10/24"
 BASE_PORT = 5200
+TAYGA_PORT = 5299
+WARMUP_SECONDS = 1  # TCP slow start, left out of every point (iperf3 -O)
 NO_DAD = (("ipv6.accept_dad", "0"),)
 NO_V6 = (("ipv6.disable_ipv6", "1"),)
 
@@ -307,28 +312,6 @@ class Gateway:
                 self.proc.wait()
 
 
-def iperf_clients(jobs: list[tuple[str, list[str]]], seconds: int) -> list[float]:
-    """Start every client at once; Mbit/s each, as its receiver counted (NaN on failure)."""
-    procs = [
-        popen_in(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for ns, argv in jobs
-    ]
-    out = []
-    for p in procs:
-        try:
-            stdout, _ = p.communicate(timeout=seconds + 20)
-            data = json.loads(stdout)
-            out.append(data["end"]["sum_received"]["bits_per_second"] / 1e6)
-        except (subprocess.TimeoutExpired, ValueError, KeyError):
-            p.kill()
-            p.wait()
-            out.append(float("nan"))
-    return out
-
-
-def iperf_argv(target: str, port: int, seconds: int) -> list[str]:
-    return ["iperf3", "-c", target, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"]
-
-
 @dataclass
 class Point:
     mode: str
@@ -511,6 +494,9 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 1
+    if importlib.util.find_spec("matplotlib") is None:  # checked now, not after the whole run
+        print("fig8: missing matplotlib (the plot): pip install -e '.[bench]'", file=sys.stderr)
+        return 1
     runs = args.runs or (1 if args.quick else 3)
     seconds = args.seconds or (3 if args.quick else 5)
     ns_list = [
@@ -541,31 +527,17 @@ def main() -> int:
     try:
         print(f"fig8: building {top} tenants in namespaces {names.prefix}*", flush=True)
         apply(kernel, the_spec)
-        for k in range(1, top + 1):
-            servers.append(
-                popen_in(
-                    names.svc,
-                    ["iperf3", "-s", "-p", str(BASE_PORT + k)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+        servers.extend(start_server(names.svc, BASE_PORT + k) for k in range(1, top + 1))
         ta, _tg, tb = names.tayga
-        servers.append(
-            popen_in(
-                tb,
-                ["iperf3", "-s", "-p", "5299"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        servers.append(start_server(tb, TAYGA_PORT))
         for mode in modes:
             if mode == "tayga":
                 with tayga_running(names, state):
+                    argv = client_argv(
+                        "192.168.255.100", seconds, port=TAYGA_PORT, omit=WARMUP_SECONDS
+                    )
                     for r in range(runs):
-                        mbps = iperf_clients(
-                            [(ta, iperf_argv("192.168.255.100", 5299, seconds))], seconds
-                        )
+                        mbps = concurrent_mbits([(ta, argv)], seconds)
                         points.append(Point("tayga", 1, r, mbps[0], mbps))
                         print(f"  tayga N=1 run {r}: {mbps[0]:.0f} Mbit/s", flush=True)
                 continue
@@ -581,9 +553,10 @@ def main() -> int:
                         target = f"{link_local(names.svc, f'n-t{k}')}%vx0"
                     else:
                         target = SERVICE_V4
-                    jobs.append((names.client(k), iperf_argv(target, BASE_PORT + k, seconds)))
+                    argv = client_argv(target, seconds, port=BASE_PORT + k, omit=WARMUP_SECONDS)
+                    jobs.append((names.client(k), argv))
                 for r in range(runs):
-                    per = iperf_clients(jobs, seconds)
+                    per = concurrent_mbits(jobs, seconds)
                     total = (
                         sum(x for x in per if x == x) if any(x == x for x in per) else float("nan")
                     )

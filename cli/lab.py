@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -40,7 +41,7 @@ def up(tenants: int, same_mac: bool, transport: str) -> None:
     existing = current()
     if existing is not None:
         raise click.ClickException(
-            f"lab run {existing.run_id} is already up; run `cjb lab down` first"
+            f"lab run {existing.run_id} is already up; run `cjb lab down {existing.run_id}` first"
         )
     try:
         lab_up(tenants, same_mac, log=click.echo, transport=transport)
@@ -48,15 +49,71 @@ def up(tenants: int, same_mac: bool, transport: str) -> None:
         raise _fail(exc) from None
 
 
+RUN_ID_LENGTH = 4  # secrets.token_hex(2), as `cjb lab up` and `cjb lab status` show it
+
+
+def _runs_present() -> list[str]:
+    """Run ids on this machine: recorded runs and namespaces of runs that left no record."""
+    from cjb.lab.control import lab_namespaces
+    from cjb.lab.state import runs
+    from cjb.lab.topology import PREFIX
+
+    ids = {s.run_id for s in runs()}
+    ids |= {n.removeprefix(PREFIX)[:RUN_ID_LENGTH] for n in lab_namespaces()}
+    return sorted(ids)
+
+
 @lab.command()
-def down() -> None:
-    """Remove everything of every run (also after a crash) and check nothing remains."""
+@click.argument("run_id", required=False)
+@click.option(
+    "--all", "everything", is_flag=True, help="Remove every lab run on the machine, anyone's."
+)
+def down(run_id: str | None, everything: bool) -> None:
+    """Remove lab run RUN_ID (see `cjb lab status`), or every run with --all.
+
+    Processes, namespaces (and with them links and nftables tables) and WireGuard sockets go;
+    then it checks nothing of them remains. Several engineers may run labs on one machine, so
+    with neither RUN_ID nor --all it removes a run only when it is the only one there (and
+    says which); with several it removes nothing and lists them. A RUN_ID with nothing left
+    on the machine is not an error: down is safe to repeat.
+    """
     from cjb.lab.control import down as lab_down
 
-    remaining = lab_down(log=click.echo)
+    if run_id is not None and everything:
+        raise click.UsageError("give RUN_ID or --all, not both")
+    if run_id is not None and not re.fullmatch(f"[0-9a-f]{{{RUN_ID_LENGTH}}}", run_id):
+        raise click.UsageError(
+            f"RUN_ID {run_id!r} is not a lab run id: {RUN_ID_LENGTH} hex digits, "
+            "as `cjb lab status` shows (run 1a2b: ...)"
+        )
+    if everything:
+        remaining = lab_down(log=click.echo, only=None)
+        if remaining:
+            raise click.ClickException("still present after down: " + ", ".join(remaining))
+        click.echo("lab is down: no namespace, link, nftables table or process of any run remains")
+        return
+    present = _runs_present()
+    if run_id is None:
+        if not present:
+            click.echo(
+                "no lab run on this machine: nothing to remove "
+                "(`cjb lab down --all` also sweeps leftovers of crashed runs)"
+            )
+            return
+        if len(present) > 1:
+            raise click.UsageError(
+                f"{len(present)} lab runs on this machine ({', '.join(present)}): name the one "
+                "to remove, `cjb lab down RUN_ID`, or remove them all with `cjb lab down --all`"
+            )
+        run_id = present[0]
+        click.echo(f"removing lab run {run_id}, the only run on this machine")
+    elif run_id not in present:
+        others = ", ".join(present) or "none"
+        click.echo(f"no lab run {run_id} on this machine (runs present: {others})")
+    remaining = lab_down(log=click.echo, only=run_id)
     if remaining:
         raise click.ClickException("still present after down: " + ", ".join(remaining))
-    click.echo("lab is down: no namespace, link, nftables table or process of any run remains")
+    click.echo(f"lab run {run_id} is down: no namespace, link, nftables table or process remains")
 
 
 @lab.command()

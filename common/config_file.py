@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from cjb.common.validation import validation_problems
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -20,11 +22,8 @@ class ConfigFileError(Exception):
 
 
 def describe_validation_error(path: Path, what: str, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid {what}:"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
+    """The file, then one indented "where: what" line per problem."""
+    return "\n".join([f"{path}: invalid {what}:", *(f"  {p}" for p in validation_problems(exc))])
 
 
 def load_json_model(

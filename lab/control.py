@@ -28,7 +28,7 @@ from cjb.common.netlink.nsenter import remove_netns
 from cjb.common.netlink.real import RealKernel
 from cjb.lab import discovery as lab_discovery
 from cjb.lab import enrolled as enrolled_lab
-from cjb.lab import procs
+from cjb.lab import procs, readiness
 from cjb.lab.configs import write_configs
 from cjb.lab.state import LAB_ROOT, LabState, ProcessRecord, runs
 from cjb.lab.topology import NS_PATTERN, WG_PREFIX, LabNames, lab_spec, tenant_name
@@ -36,7 +36,6 @@ from cjb.lab.topology import NS_PATTERN, WG_PREFIX, LabNames, lab_spec, tenant_n
 # program -> Debian package that provides it
 REQUIRED_PROGRAMS = {"nft": "nftables", "curl": "curl"}
 READY_TIMEOUT = 30.0
-ENROLL_TIMEOUT = 60.0  # enrollment: ARP probing, nonce, CSR, WireGuard handshake per device
 TRANSPORTS = ("wireguard", "vxlan")
 # "vxlan": the issue-3 path (static configs, plain VXLAN over the lab underlay), kept as a
 # fallback; "wireguard": appliances enroll over HTTPS and tunnel VXLAN inside WireGuard.
@@ -100,35 +99,23 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float = READY_TIMEOUT) 
     raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _json_file(path: Path) -> dict[str, object] | None:
-    import json
-
-    try:
-        data: dict[str, object] = json.loads(path.read_text())
-        return data
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _gateway_ready(run_dir: Path, tenants: int) -> bool:
-    status = _json_file(run_dir / "gateway" / "status.json")
-    if status is None or not (run_dir / "tenants.json").exists():
-        return False
-    items = status.get("tenants")
-    return (
-        isinstance(items, dict)
-        and len(items) == tenants
-        and all(t.get("state") == "running" for t in items.values())
-    )
-
-
-def _appliance_ready(run_dir: Path, k: int) -> bool:
-    status = _json_file(run_dir / f"appliance{k}" / "status.json")
-    return bool(status and status.get("tunnel_on_bridge") and status.get("tunnel_up"))
-
-
-def _appliance_check(run_dir: Path, k: int) -> Callable[[], bool]:
-    return lambda: _appliance_ready(run_dir, k)
+def _wait_all(what: str, missing: Callable[[], list[str]], timeout: float, state: LabState) -> None:
+    """Wait until `missing()` is empty; on timeout, name what is still missing."""
+    deadline = time.monotonic() + timeout
+    next_alive_check = 0.0
+    while True:
+        if time.monotonic() >= next_alive_check:  # a /proc read per process: not every poll
+            _check_alive(state)
+            next_alive_check = time.monotonic() + 1.0
+        left = missing()
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            raise LabError(
+                f"timed out after {timeout:.0f}s waiting for {what}; {len(left)} not ready:\n"
+                f"{readiness.describe(left)}\nlogs: {state.run_dir / 'logs'}"
+            )
+        time.sleep(0.2)
 
 
 def _listening(ns: str, port: int) -> bool:
@@ -201,10 +188,12 @@ def _build(state: LabState, names: LabNames, log: Log) -> None:
         lab_discovery.write_docroot(docroot, state.tenants)
 
     def start(node: str, argv: list[str], env: dict[str, str] | None = None, tag: str = "") -> None:
+        # The state file is saved once per batch, not per process (it lists them all: a
+        # save per spawn is O(N^2) at 100 tenants); `down` also finds our processes by
+        # their namespace, so one that is not recorded yet is still cleaned up.
         log_path = run_dir / "logs" / f"{node}{tag}.log"
         pid = procs.spawn(state.namespaces[node], argv, log_path, env)
         state.processes.append(ProcessRecord(node, pid, argv, str(log_path)))
-        state.save()
 
     if enrolled:
         state_dir = str(enrolled_lab.gateway_state_dir(run_dir))
@@ -213,23 +202,30 @@ def _build(state: LabState, names: LabNames, log: Log) -> None:
     if enrolled:
         for k in range(1, state.tenants + 1):
             start(f"site{k}", lab_discovery.printer_argv(k), tag="-printer")
+    state.save()
+    log(f"starting {state.tenants} appliance agents")
     started, started_wall = time.monotonic(), time.time()
     for k in range(1, state.tenants + 1):
         node = f"appliance{k}"
         env = {IFNAME_ENV: names.wg_ifname(node)} if enrolled else None
         start(node, cli_argv("appliance", "run", "--config", str(configs[node]), "-v"), env)
+    state.save()
 
-    def gateway_ready() -> bool:
-        _check_alive(state)
-        return _gateway_ready(run_dir, state.tenants)
-
-    # Enrolled: tenants appear in the gateway as their appliances enroll.
-    _wait("the gateway to reconcile and start its workers", gateway_ready, ENROLL_TIMEOUT)
+    # Enrolled: tenants appear in the gateway as their appliances enroll. One deadline for
+    # the gateway and the tunnels together, scaled by the number of appliances.
+    timeout = readiness.enroll_timeout(state.tenants)
+    deadline = time.monotonic() + timeout
+    _wait_all(
+        f"the gateway to run all {state.tenants} tenants",
+        lambda: readiness.gateway_missing(run_dir, state.tenants),
+        timeout,
+        state,
+    )
     if enrolled:
         times = enrolled_lab.enrollment_times(run_dir, started_wall)
-        each = ", ".join(f"{serial} {t:.1f}s" for serial, t in sorted(times.items()))
-        log(f"enrolled (seconds from agent start): {each}")
-        log(f"all {state.tenants} tunnels up in {time.monotonic() - started:.1f}s")
+        log(f"enrolled (seconds from agent start): {enrolled_lab.summary(times)}")
+        took = time.monotonic() - started
+        log(f"the gateway runs all {state.tenants} tenants {took:.1f}s after the agents started")
     start(
         "service",
         cli_argv(
@@ -243,8 +239,13 @@ def _build(state: LabState, names: LabNames, log: Log) -> None:
             str(docroot),
         ),
     )
-    for k in range(1, state.tenants + 1):
-        _wait(f"appliance{k}'s tunnel on its bridge", _appliance_check(run_dir, k), ENROLL_TIMEOUT)
+    state.save()
+    _wait_all(
+        f"all {state.tenants} appliances' tunnels to be up on their bridges",
+        lambda: readiness.appliances_missing(run_dir, state.tenants),
+        max(READY_TIMEOUT, deadline - time.monotonic()),
+        state,
+    )
 
     def service_ready() -> bool:
         _check_alive(state)
@@ -266,8 +267,10 @@ def lab_namespaces() -> set[str]:
     return {n for n in entries if re.match(NS_PATTERN, n)}
 
 
-def down(log: Log = print, only: str | None = None) -> list[str]:
-    """Remove every run (or run `only`): processes, namespaces (and so links, nft tables).
+def down(log: Log = print, *, only: str | None) -> list[str]:
+    """Remove run `only`, or every run of anyone when `only` is None (`cjb lab down --all`):
+    processes, namespaces (and so links, nft tables). `only` has no default: several
+    engineers share a machine, so wiping every run is never the silent choice.
 
     Returns what remains (empty when clean)."""
     namespaces = lab_namespaces()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cjb.lab import procs
 from cjb.lab.control import lab_namespaces
 from cjb.lab.state import runs
+from cjb.lab.topology import PREFIX
 
 
 def render() -> str:
@@ -12,7 +13,7 @@ def render() -> str:
     all_runs = runs()
     known = set()
     for state in all_runs:
-        flag = "up" if state.complete else "INCOMPLETE (run `cjb lab down`)"
+        flag = "up" if state.complete else f"INCOMPLETE (run `cjb lab down {state.run_id}`)"
         lines.append(
             f"run {state.run_id}: {state.tenants} tenants"
             f"{', same MACs' if state.same_mac else ''}, transport {state.transport} "
@@ -32,9 +33,9 @@ def render() -> str:
         lines.append("")
     strays = sorted(lab_namespaces() - known)
     if strays:
-        lines.append(
-            "namespaces of no recorded run (remove with `cjb lab down`): " + ", ".join(strays)
-        )
+        stray_runs = sorted({n.removeprefix(PREFIX).split("-", 1)[0] for n in strays})
+        fix = ", ".join(f"`cjb lab down {r}`" for r in stray_runs)
+        lines.append(f"namespaces of no recorded run (remove with {fix}): " + ", ".join(strays))
     if not lines:
         lines.append("no lab run (start one with `cjb lab up`)")
     return "\n".join(lines) + "\n"

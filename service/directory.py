@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
+from cjb.common.validation import validation_problems
 from cjb.service.errors import DirectoryError
 
 SUPPORTED_VERSION = 1
@@ -105,10 +106,6 @@ class TenantDirectory:
 EMPTY = TenantDirectory.build(())
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def parse_directory(data: bytes, source: str) -> TenantDirectory:
     """Parse the file's bytes; `source` (the file name) prefixes every error message."""
     if len(data) > MAX_FILE_BYTES:
@@ -129,10 +126,7 @@ def parse_directory(data: bytes, source: str) -> TenantDirectory:
     try:
         model = _DirectoryModel.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_field_path(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise DirectoryError(f"{source}: {problems}") from None
+        raise DirectoryError(f"{source}: {'; '.join(validation_problems(exc))}") from None
     entries = tuple(
         TenantEntry(
             ifname=ifname,

@@ -488,6 +488,10 @@ def test_operator_endpoints_need_the_token(gw: Gateway) -> None:
     _refused(gw, gw.operator("GET", "/v1/operator/devices/SN-X"), 404, "unknown-serial")
     r = gw.operator("PUT", "/v1/operator/tenants/acme/catalog", data=b'[{"instance": ""}]')
     _refused(gw, r, 400, "bad-request")
+    # The answer says where each problem is, in the one layout every edge uses.
+    message = ErrorBody.model_validate(r.body).message
+    assert message.startswith("invalid catalog: catalog[0].instance: String should have at least")
+    assert "; catalog[0].port: Field required" in message
 
 
 def test_metrics(gw: Gateway) -> None:

@@ -45,7 +45,7 @@ def test_wireguard_mode_spec_and_peers(tmp_path: Path) -> None:
     wg, vx = ns.links[0], ns.link("vx-acme")
     # The WireGuard interface is adopted (never created or deleted by netlink) and listed
     # first, so its overlay address exists before the VXLAN ports come up.
-    assert wg.name == "wgtest0" and isinstance(wg.kind, Existing) and wg.mtu == 1600
+    assert wg.name == "wgtest0" and isinstance(wg.kind, Existing) and wg.mtu == 1420
     assert wg.addresses == (ipaddress.ip_interface("fd63:6a62:77::1/64"),)
     assert vx.kind == Vxlan(
         vni=7,

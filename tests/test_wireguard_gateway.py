@@ -235,6 +235,9 @@ def test_gateway_and_appliance_over_wireguard(rig: Rig) -> None:
         assert builder.ensure(request) == []
         links = kernel.links(rig.ap)
         assert links["cjb-vx0"].master == "br-lan"
+        # WireGuard sized by the gateway for a 1500-byte WAN path; the LAN port keeps 1500.
+        assert links[rig.ap_if].mtu == request.config.wireguard_mtu == 1420
+        assert links["cjb-vx0"].mtu == request.mtu == 1500
         assert links["cjb-vx0"].vxlan == (101, "fd63:6a62:77::100", "fd63:6a62:77::1", 4789)
 
         assert _ping(rig.ap, "fd63:6a62:77::1", count=3, wait=2)

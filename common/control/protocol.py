@@ -18,9 +18,18 @@ gateway accepts each nonce once, within NONCE_TTL_SECONDS.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+)
+
+from cjb.common.tunnel_mtu import DEFAULT_WIREGUARD_MTU, MIN_WIREGUARD_MTU
 
 PROTOCOL_VERSION: Literal[1] = 1
 SIGNATURE_HEADER = "X-CJB-Signature"
@@ -36,6 +45,15 @@ ServiceType = Annotated[str, StringConstraints(pattern=r"^_[a-z0-9-]{1,15}\._(tc
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _FromGateway(_Wire):
+    """What the gateway answers the appliance with. Unknown fields are ignored, so a gateway
+    upgraded with a new field keeps talking to appliances in the field (whose requests the
+    gateway still checks strictly); a field whose value matters must be understood before
+    a gateway sends anything but its default."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class ErrorBody(_Wire):
@@ -81,7 +99,7 @@ class CatalogService(_Wire):
     upnp_description_path: str | None = None  # e.g. "/upnp/description.xml"
 
 
-class TunnelConfig(_Wire):
+class TunnelConfig(_FromGateway):
     vni: Annotated[int, Field(ge=1, le=16_777_215)]
     overlay_address: ipaddress.IPv6Address  # the appliance's address on the WireGuard overlay
     overlay_prefix_len: Annotated[int, Field(ge=48, le=128)] = 64
@@ -90,9 +108,19 @@ class TunnelConfig(_Wire):
     gateway_endpoint: str  # "host:port" of the gateway's WireGuard listener (underlay)
     keepalive_seconds: Annotated[int, Field(ge=0, le=600)] = 25
     vxlan_port: int = 4789
+    # The WireGuard interface MTU, the same at both ends (common/tunnel_mtu.py). Left off the
+    # wire at its default: images from before this field forbid unknown fields.
+    wireguard_mtu: Annotated[int, Field(ge=MIN_WIREGUARD_MTU, le=9000)] = DEFAULT_WIREGUARD_MTU
+
+    @model_serializer(mode="wrap")
+    def _omit_default_mtu(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.wireguard_mtu == DEFAULT_WIREGUARD_MTU:
+            data.pop("wireguard_mtu", None)
+        return data
 
 
-class DeviceConfig(_Wire):
+class DeviceConfig(_FromGateway):
     config_version: int  # bumps whenever anything below changes
     tenant: str
     tunnel: TunnelConfig
@@ -102,7 +130,7 @@ class DeviceConfig(_Wire):
     heartbeat_seconds: Annotated[int, Field(ge=5, le=3600)] = 30
 
 
-class EnrollResponse(_Wire):
+class EnrollResponse(_FromGateway):
     device_certificate_pem: str  # signed by the gateway CA; client cert for /v1/device/*
     ca_certificate_pem: str  # the gateway CA, for verifying the HTTPS server from now on
     config: DeviceConfig
@@ -118,7 +146,7 @@ class Heartbeat(_Wire):
     lan: LanFacts | None = None
 
 
-class HeartbeatResponse(_Wire):
+class HeartbeatResponse(_FromGateway):
     config_version: int  # newer than the appliance's: fetch /v1/device/config
 
 

@@ -74,6 +74,9 @@ class FakeKernel:
     def links(self, ns: str | None) -> dict[str, LinkState]:
         return dict(self._get(ns).links)
 
+    def link(self, ns: str | None, name: str) -> LinkState | None:
+        return self._get(ns).links.get(name)
+
     def add_link(self, ns: str | None, link: Link, tag: str) -> None:
         self.calls += 1
         space = self._get(ns)
@@ -144,6 +147,9 @@ class FakeKernel:
 
     def addresses(self, ns: str | None, name: str) -> set[Interface]:
         return set(self._get(ns).addresses.get(name, set()))
+
+    def all_addresses(self, ns: str | None) -> dict[str, set[Interface]]:
+        return {name: set(a) for name, a in self._get(ns).addresses.items()}
 
     def add_address(self, ns: str | None, name: str, address: Interface) -> None:
         self.calls += 1

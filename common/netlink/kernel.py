@@ -28,6 +28,7 @@ class LinkState:
     up: bool
     mac: str
     vxlan: tuple[int, str, str, int] | None = None  # (vni, local, remote, port)
+    tx_errors: int = 0  # IFLA_STATS64; on a VXLAN port: packets too big for the tunnel
 
 
 class Kernel(Protocol):
@@ -38,6 +39,10 @@ class Kernel(Protocol):
     def del_namespace(self, name: str) -> None: ...
 
     def links(self, ns: str | None) -> dict[str, LinkState]: ...
+
+    def link(self, ns: str | None, name: str) -> LinkState | None:
+        """One link's state (None when there is none): cheaper than `links` for one name."""
+        ...
 
     def add_link(self, ns: str | None, link: Link, tag: str) -> None: ...
 
@@ -57,6 +62,10 @@ class Kernel(Protocol):
     def del_link(self, ns: str | None, name: str) -> None: ...
 
     def addresses(self, ns: str | None, name: str) -> set[Interface]: ...
+
+    def all_addresses(self, ns: str | None) -> dict[str, set[Interface]]:
+        """Every link's addresses in one read (link name -> addresses)."""
+        ...
 
     def add_address(self, ns: str | None, name: str, address: Interface) -> None: ...
 

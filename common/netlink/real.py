@@ -10,6 +10,7 @@ import errno
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -48,6 +49,12 @@ class RealKernel:
 
     def __init__(self) -> None:
         self._sockets: dict[str | None, Any] = {}
+        # (ns, name) -> ifindex, learned from link dumps: a lookup by name costs a `get`
+        # whose reply pyroute2 decodes in full (1-2 ms), once per call otherwise. Every
+        # dump refreshes it; a deletion or an ENODEV (a link recreated behind our back:
+        # Linux does not reuse an index soon, so a stale one fails, never hits another
+        # link) drops it.
+        self._indexes: dict[tuple[str | None, str], int] = {}
 
     def close(self) -> None:
         for ipr in self._sockets.values():
@@ -77,11 +84,16 @@ class RealKernel:
             return fn(*args, **kwargs)
         except PrNetlinkError as exc:
             code = exc.code
+            if code == errno.ENODEV:
+                self._indexes.clear()
             raise NetlinkError(
                 f"{ns or '(current netns)'}: {what}: {os.strerror(code)} (errno {code})"
             ) from exc
 
     def _index(self, ns: str | None, name: str) -> int:
+        known = self._indexes.get((ns, name))
+        if known is not None:
+            return known
         found = self._ipr(ns).link_lookup(ifname=name)
         if not found:
             raise NetlinkError(f"{ns or '(current netns)'}: no link named {name!r}")
@@ -99,6 +111,7 @@ class RealKernel:
         create_netns(name)
 
     def del_namespace(self, name: str) -> None:
+        self._indexes.clear()
         sock = self._sockets.pop(name, None)
         if sock is not None:
             sock.close()
@@ -110,34 +123,30 @@ class RealKernel:
         ipr = self._ipr(ns)
         msgs = list(self._call(ns, "dump links", ipr.link, "dump"))
         names = {m["index"]: m.get("ifname") for m in msgs}
-        result: dict[str, LinkState] = {}
-        for m in msgs:
-            info = m.get("IFLA_LINKINFO")
-            kind = info.get("IFLA_INFO_KIND") if info is not None else None
-            vxlan = None
-            if kind == "vxlan" and info is not None:
-                data = info.get("IFLA_INFO_DATA")
-                local = data.get("IFLA_VXLAN_LOCAL6") or data.get("IFLA_VXLAN_LOCAL") or ""
-                remote = data.get("IFLA_VXLAN_GROUP6") or data.get("IFLA_VXLAN_GROUP") or ""
-                vxlan = (
-                    int(data.get("IFLA_VXLAN_ID")),
-                    str(ipaddress.ip_address(local)) if local else "",
-                    str(ipaddress.ip_address(remote)) if remote else "",
-                    int(data.get("IFLA_VXLAN_PORT") or 0),
-                )
-            master = m.get("IFLA_MASTER")
-            name = m.get("ifname")
-            result[name] = LinkState(
-                name=name,
-                kind=str(kind) if kind in KIND_NAMES.values() else "",
-                alias=m.get("IFLA_IFALIAS") or None,
-                mtu=int(m.get("mtu")),
-                master=names.get(master) if master else None,
-                up=bool(m["flags"] & IFF_UP),
-                mac=str(m.get("address") or ""),
-                vxlan=vxlan,
-            )
-        return result
+        self._indexes = {k: v for k, v in self._indexes.items() if k[0] != ns}
+        self._indexes.update(((ns, name), index) for index, name in names.items())
+        return {m.get("ifname"): _link_state(m, names.get) for m in msgs}
+
+    def link(self, ns: str | None, name: str) -> LinkState | None:
+        ipr = self._ipr(ns)
+        try:
+            msgs = list(ipr.link("get", ifname=name))
+        except PrNetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise NetlinkError(f"{ns or '(current netns)'}: get link {name}: {exc}") from exc
+        if not msgs:
+            return None
+        self._indexes[(ns, name)] = int(msgs[0]["index"])
+
+        def master_name(index: int) -> str | None:
+            with netns(ns):  # if_indextoname asks the thread's namespace
+                try:
+                    return socket.if_indextoname(index)
+                except OSError:
+                    return None
+
+        return _link_state(msgs[0], master_name)
 
     def add_link(self, ns: str | None, link: Link, tag: str) -> None:
         ipr = self._ipr(ns)
@@ -219,6 +228,8 @@ class RealKernel:
 
     def del_link(self, ns: str | None, name: str) -> None:
         ipr = self._ipr(ns)
+        # A veth's peer goes too, perhaps in another namespace: forget every index.
+        self._indexes.clear()
         found = ipr.link_lookup(ifname=name)
         if not found:
             return  # already gone, e.g. with its veth partner
@@ -236,6 +247,20 @@ class RealKernel:
         out: set[Interface] = set()
         for m in self._call(ns, f"dump addresses of {name}", ipr.addr, "dump", index=index):
             out.add(ipaddress.ip_interface(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}"))
+        return out
+
+    def all_addresses(self, ns: str | None) -> dict[str, set[Interface]]:
+        ipr = self._ipr(ns)
+        # Names from if_nameindex(3) (in the namespace: it opens its socket there), not
+        # from a link dump: pyroute2 decodes every attribute of every link (~0.4 ms each).
+        with netns(ns):
+            names = dict(socket.if_nameindex())
+        out: dict[str, set[Interface]] = {}
+        for m in self._call(ns, "dump addresses", ipr.addr, "dump"):
+            name = names.get(m["index"])
+            if name is not None:
+                address = ipaddress.ip_interface(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}")
+                out.setdefault(name, set()).add(address)
         return out
 
     def add_address(self, ns: str | None, name: str, address: Interface) -> None:
@@ -402,3 +427,33 @@ class RealKernel:
         if self._has_clsact(ipr, index):
             # The qdisc is ours (only our filters go on it): removing it removes them.
             self._call(ns, f"delete clsact qdisc on {name}", ipr.tc, "del", "clsact", index=index)
+
+
+def _link_state(m: Any, name_of: Callable[[int], str | None]) -> LinkState:
+    """One RTM_NEWLINK message as a LinkState; `name_of` resolves the master's index."""
+    info = m.get("IFLA_LINKINFO")
+    kind = info.get("IFLA_INFO_KIND") if info is not None else None
+    vxlan = None
+    if kind == "vxlan" and info is not None:
+        data = info.get("IFLA_INFO_DATA")
+        local = data.get("IFLA_VXLAN_LOCAL6") or data.get("IFLA_VXLAN_LOCAL") or ""
+        remote = data.get("IFLA_VXLAN_GROUP6") or data.get("IFLA_VXLAN_GROUP") or ""
+        vxlan = (
+            int(data.get("IFLA_VXLAN_ID")),
+            str(ipaddress.ip_address(local)) if local else "",
+            str(ipaddress.ip_address(remote)) if remote else "",
+            int(data.get("IFLA_VXLAN_PORT") or 0),
+        )
+    master = m.get("IFLA_MASTER")
+    name = m.get("ifname")
+    return LinkState(
+        name=name,
+        kind=str(kind) if kind in KIND_NAMES.values() else "",
+        alias=m.get("IFLA_IFALIAS") or None,
+        mtu=int(m.get("mtu")),
+        master=name_of(master) if master else None,
+        up=bool(m["flags"] & IFF_UP),
+        mac=str(m.get("address") or ""),
+        vxlan=vxlan,
+        tx_errors=int((m.get("IFLA_STATS64") or {}).get("tx_errors", 0)),
+    )

@@ -47,6 +47,7 @@ from cjb.common.control.protocol import (
     NonceResponse,
     TunnelConfig,
 )
+from cjb.common.validation import validation_problems
 from cjb.gateway.control import metrics, pki
 from cjb.gateway.control.enroll import (
     DeviceFacts,
@@ -281,6 +282,7 @@ def device_config(ctx: ControlContext, tenant: TenantRow) -> DeviceConfig:
             gateway_endpoint=s.wireguard.endpoint,
             keepalive_seconds=s.wireguard.keepalive_seconds,
             vxlan_port=s.tenants.vxlan_port,
+            wireguard_mtu=s.wireguard.mtu,
         ),
         service_ipv4=tenant.service_ipv4,
         # The service host's links for this tenant (translated, native): the only unicast
@@ -423,7 +425,7 @@ async def op_set_catalog(request: web.Request) -> web.Response:
     try:
         catalog = _CATALOG.validate_json(body)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(validation_problems(exc, prefix="catalog"))
         raise ControlError("bad-request", f"invalid catalog: {problems}", 400) from None
     doc = [c.model_dump(mode="json") for c in catalog]
     t = await asyncio.to_thread(ctx.registry.set_catalog, request.match_info["name"], doc)

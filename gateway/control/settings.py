@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cjb.common.config_file import ConfigFileError, describe_validation_error
+from cjb.common.tunnel_mtu import DEFAULT_WIREGUARD_MTU, MIN_WIREGUARD_MTU
 
 
 class SettingsError(ConfigFileError):
@@ -38,6 +39,8 @@ class WireGuardSettings(_Section):
     endpoint: str = "gateway.example:51820"  # what appliances dial (underlay host:port)
     listen_port: Annotated[int, Field(ge=1, le=65535)] = 51820
     keepalive_seconds: Annotated[int, Field(ge=0, le=600)] = 25
+    # Both ends' WireGuard interface MTU (sent in DeviceConfig); sized for the WAN path.
+    mtu: Annotated[int, Field(ge=MIN_WIREGUARD_MTU, le=9000)] = DEFAULT_WIREGUARD_MTU
 
 
 class OverlaySettings(_Section):
@@ -95,6 +98,11 @@ enroll_burst = 100
 endpoint = "{endpoint}"
 listen_port = 51820
 keepalive_seconds = 25
+# WireGuard interface MTU on the gateway and every appliance: path MTU - 80 (WireGuard over
+# IPv6). 1420 fits a 1500-byte WAN path, even one that drops big packets without an ICMP
+# answer; LAN packets up to mtu - 70 = 1350 bytes cross whole, bigger DF ones get
+# fragmentation-needed. Lower it for PPPoE (1492 -> 1412); never below 1350.
+mtu = 1420
 
 [overlay]
 # One ULA /64 (RFC 4193) inside WireGuard; the gateway is ::1, appliances from ::100 up.

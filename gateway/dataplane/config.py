@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cjb.common import config_file as common_config
+from cjb.common.tunnel_mtu import DEFAULT_WIREGUARD_MTU, MIN_WIREGUARD_MTU, lan_mtu_through
 
 TENANT_NAME = r"^[a-z][a-z0-9-]{0,11}$"  # 12 chars max: "vx-" + name fits IFNAMSIZ
 # How the userspace worker reads and writes its ports (issue 7): "packet" = AF_PACKET, one
@@ -63,9 +64,10 @@ class WireGuardModel(_Model):
     private_key_file: str  # base64, mode 0600 (`cjb gateway init` writes wireguard/private.key)
     listen_port: Annotated[int, Field(ge=1, le=65535)] = 51820
     address: ipaddress.IPv6Interface = ipaddress.IPv6Interface("fd63:6a62:77::1/64")
-    # Room for VXLAN over IPv6 (70 bytes) around a full 1500-byte LAN frame; the WAN below
-    # must carry this + 80 bytes of WireGuard over IPv6 (or fragment, DESIGN §3).
-    mtu: Annotated[int, Field(ge=1280, le=9000)] = 1600
+    # Sized for the WAN path, not the LAN (common/tunnel_mtu.py): the default fits a
+    # 1,500-byte path; tenants' links then carry LAN packets up to `mtu` - 70 bytes. The
+    # appliances get the same value in their DeviceConfig (gateway.toml [wireguard] mtu).
+    mtu: Annotated[int, Field(ge=MIN_WIREGUARD_MTU, le=9000)] = DEFAULT_WIREGUARD_MTU
     log_file: str | None = None  # wireguard-go's own log (errors only)
 
 
@@ -231,6 +233,12 @@ def write_model(path: Path, model: GatewayModel) -> None:
     os.replace(tmp, path)
 
 
+def tenant_lan_mtu(lan_mtu: int, wireguard_mtu: int | None) -> int:
+    """The LAN packet size a tenant's gateway links carry: the LAN's MTU over plain VXLAN
+    (its underlay must hold it + 70), at most what fits the WireGuard interface inside it."""
+    return lan_mtu if wireguard_mtu is None else lan_mtu_through(wireguard_mtu, lan_mtu)
+
+
 def from_model(path: Path, model: GatewayModel) -> GatewayConfig:
     state_dir = Path(model.state_dir)
     tenants = tuple(
@@ -239,7 +247,7 @@ def from_model(path: Path, model: GatewayModel) -> GatewayConfig:
             vni=t.vni,
             appliance=t.appliance,
             service_ipv4=t.service_ipv4,
-            lan_mtu=t.lan_mtu,
+            lan_mtu=tenant_lan_mtu(t.lan_mtu, model.wireguard.mtu if model.wireguard else None),
             native_ipv6=t.native_ipv6,
             service_ifname=t.service_ifname or name,
             wireguard_public_key=t.wireguard_public_key,

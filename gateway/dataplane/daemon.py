@@ -23,6 +23,7 @@ from cjb.gateway.dataplane.bpf.manager import KernelFastPaths
 from cjb.gateway.dataplane.config import GatewayConfig, TenantSpec, load
 from cjb.gateway.dataplane.desired import RegistrySource
 from cjb.gateway.dataplane.directory import write_directory, write_json_atomic
+from cjb.gateway.dataplane.drift import RESYNC_INTERVAL, LinkTable, link_table, resync_interval
 from cjb.gateway.dataplane.kernel_spec import gateway_spec
 from cjb.gateway.dataplane.router import Port, VnetFrameRouter
 from cjb.gateway.dataplane.vni_binding import (
@@ -40,12 +41,14 @@ from cjb.gateway.dataplane.wg_transport import (
     reconcile_wireguard,
     restore_sessions,
 )
-from cjb.gateway.dataplane.worker import TenantWorker, open_worker
+from cjb.gateway.dataplane.worker import RxBuffer, TenantWorker, open_worker
 from cjb.gateway.xlat import Translator, XlatConfig
 
 log = logging.getLogger("cjb.gateway")
 PUBLISH_INTERVAL = 1.0
-RESYNC_INTERVAL = 10.0  # full reconcile even without a change: repairs drift (a deleted link)
+# Drift repair (drift.py): a link added or deleted behind our back triggers a reconcile
+# within a second; a full one runs every RESYNC_INTERVAL or more (it costs ~1 s at 100
+# tenants).
 
 
 def reconcile(
@@ -88,11 +91,14 @@ class Gateway:
         self.source: RegistrySource | None = None
         self._generation: int | None = None
         self._last_sync = 0.0
+        self._resync_every = RESYNC_INTERVAL
+        self._links: LinkTable | None = None  # the links as the last sync left them
         self.wg: WireGuard | None = None
         # Appliance endpoints last seen, to re-handshake from our side after the WireGuard
         # interface is re-created (wg_transport.restore_sessions).
         self.endpoints: dict[str, Endpoint] = {}
         self.fast = KernelFastPaths()  # tc-eBPF fast paths of `fast_path: kernel` tenants
+        self.rx = RxBuffer()  # one for every worker: they all run on this loop's thread
         self.cfg = self._load()
         self.endpoints = previous_endpoints(self.cfg.status_file)
 
@@ -138,7 +144,7 @@ class Gateway:
         if t.native_ipv6:
             names[Port.NATIVE] = t.native_port
         try:
-            worker = open_worker(translator, t.native_ipv6, names, t.userspace_io)
+            worker = open_worker(translator, t.native_ipv6, names, t.userspace_io, self.rx)
         except OSError as exc:
             self.errors[t.name] = f"cannot open ports {sorted(names.values())}: {exc.strerror}"
             return
@@ -155,8 +161,12 @@ class Gateway:
         # Kernel fast path: load (disabled), attach with the spec, filter the new workers'
         # sockets, then enable: each frame is handled exactly once (bpf/manager.py).
         tc = await asyncio.to_thread(self.fast.attachments, self.cfg.tenants)
-        for change in await asyncio.to_thread(reconcile, self.cfg, self.wg, tc, self.endpoints):
+        started = time.monotonic()
+        changes = await asyncio.to_thread(reconcile, self.cfg, self.wg, tc, self.endpoints)
+        for change in changes:
             log.info("reconcile: %s", change)
+        if not changes:  # what a drift check costs (building tenants costs far more)
+            self._resync_every = resync_interval(time.monotonic() - started)
         wanted = {t.name: t for t in self.cfg.tenants}
         for name, (spec, worker) in list(self.workers.items()):
             if wanted.get(name) != spec:
@@ -166,6 +176,23 @@ class Gateway:
             if name not in self.workers:
                 self._start_worker(loop, t)
         await asyncio.to_thread(self.fast.activate, self.cfg.tenants)
+        await asyncio.to_thread(self._record_links)
+
+    def _namespaces(self) -> tuple[str | None, ...]:
+        return (None,) if self.cfg.service_netns is None else (None, self.cfg.service_netns)
+
+    def _record_links(self) -> None:
+        try:
+            self._links = link_table(self._namespaces())
+        except NetlinkError:  # the service namespace is gone: the next check says "moved"
+            self._links = None
+
+    def _links_moved(self) -> bool:
+        """A link appeared, vanished or was recreated since the last sync (cheap)."""
+        try:
+            return link_table(self._namespaces()) != self._links
+        except NetlinkError:
+            return True
 
     def _config_changed(self) -> bool:
         try:
@@ -250,10 +277,16 @@ class Gateway:
         await self.sync(loop)
         log.info("gateway running: %d tenants", len(self.cfg.tenants))
         while not self._stop.is_set():
-            # Desired state moved (file or registry), the transport died, or the periodic
-            # drift repair is due: reconcile. A revoked device's peer goes within a second.
-            resync = time.monotonic() - self._last_sync > RESYNC_INTERVAL
-            if self._config_changed() or self._registry_changed() or resync:
+            # Desired state moved (file or registry), the transport died, a link moved, or
+            # the periodic drift repair is due: reconcile. A revoked device's peer goes
+            # within a second.
+            resync = time.monotonic() - self._last_sync > self._resync_every
+            if (
+                self._config_changed()
+                or self._registry_changed()
+                or resync
+                or await asyncio.to_thread(self._links_moved)
+            ):
                 try:
                     self.cfg = await asyncio.to_thread(self._load)
                     await self.sync(loop)

@@ -12,7 +12,12 @@ import dataclasses
 import ipaddress
 import logging
 
-from cjb.gateway.dataplane.config import ConfigFileError, GatewayConfig, TenantSpec
+from cjb.gateway.dataplane.config import (
+    ConfigFileError,
+    GatewayConfig,
+    TenantSpec,
+    tenant_lan_mtu,
+)
 
 log = logging.getLogger("cjb.gateway")
 DEFAULT_SERVICE_IPV4 = ipaddress.IPv4Address("192.168.0.100")
@@ -43,6 +48,7 @@ class RegistrySource:
         tenants: dict[str, TenantSpec] = {}
         vnis: dict[int, str] = {}
         problems = []
+        wg_mtu = self.base.wireguard.mtu if self.base.wireguard else None
         for tun in sorted(self.registry.desired_tunnels(), key=lambda x: (x.tenant, x.serial)):
             if tun.tenant in tenants:
                 problems.append(
@@ -60,7 +66,7 @@ class RegistrySource:
                 vni=tun.vni,
                 appliance=tun.overlay_address,
                 service_ipv4=tun.service_ipv4 or DEFAULT_SERVICE_IPV4,
-                lan_mtu=tun.lan_mtu,
+                lan_mtu=tenant_lan_mtu(tun.lan_mtu, wg_mtu),
                 native_ipv6=self.base.registry_native_ipv6,
                 service_ifname=tun.tenant,
                 wireguard_public_key=tun.wireguard_public_key,

@@ -1,4 +1,5 @@
-"""Hardening (issue 8, item 7): the systemd units sandbox the services, and the HTTPS API
+"""Hardening (issue 8, item 7): the systemd units sandbox the services (checked statically
+for every unit, and the gateway's two booted under systemd-nspawn), and the HTTPS API
 refuses oversized and malformed requests, over aiohttp and over raw TLS, without ever
 answering 5xx and while staying up for the next client. (Key files 0600 and key material
 absent from logs: tests/resilience/test_lab_faults.py scans a whole enrolled lab run.)"""
@@ -7,13 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,8 +31,14 @@ from controlkit import Device, Gateway, gateway, snapshot
 from reskit import Report
 
 from cjb.common.control.protocol import MAX_REQUEST_BODY, SIGNATURE_HEADER
+from cjb.common.netlink import netns
+from cjb.common.wireguard import generate_private_key, public_key
+from cjb.gateway.dataplane.config import read_model
 
 ROOT = Path(__file__).resolve().parents[2]
+# Where the product's systemd units live: the appliance image's overlay and the gateway's own
+# folder. One discovery for both, so a unit added in either place is checked.
+UNIT_DIRS = (ROOT / "image-build", ROOT / "gateway" / "systemd")
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path")
 # Each: option -> values that count as sandboxed (None: any non-empty value).
 REQUIRED: dict[str, tuple[str, ...] | None] = {
@@ -36,13 +52,42 @@ REQUIRED: dict[str, tuple[str, ...] | None] = {
     "CapabilityBoundingSet": None,
     "RestrictAddressFamilies": None,
     "UMask": ("0077", "0027", "077", "027"),
+    "SystemCallFilter": None,
+    "SystemCallArchitectures": ("native",),
+    "MemoryDenyWriteExecute": ("yes", "true"),
+    "LockPersonality": ("yes", "true"),
+    "RestrictNamespaces": ("yes", "true"),
 }
 EXPOSURE_LIMIT = 5.0  # systemd-analyze security: 0 = fully locked down, 10 = unprotected
+DATAPLANE_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF", "CAP_PERFMON"})
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one unit's job allows: its exact capabilities, and who it runs as."""
+
+    caps: frozenset[str]
+    user: str | None  # None: root (the appliance agent owns the board)
+    exposure: float = EXPOSURE_LIMIT
+    # Starts wireguard-go, which must outlive a daemon restart (common/wireguard/userspace.py).
+    keeps_children: bool = False
+
+
+PROFILES = {
+    "cjb-appliance.service": Profile(
+        frozenset({"CAP_NET_ADMIN", "CAP_NET_RAW"}), None, exposure=3.0, keeps_children=True
+    ),
+    "cjb-gateway-api.service": Profile(frozenset(), "cjb-gateway", exposure=2.0),
+    "cjb-gateway-dataplane.service": Profile(
+        DATAPLANE_CAPS, "cjb-gateway", exposure=3.0, keeps_children=True
+    ),
+}
 
 
 def unit_files() -> list[Path]:
-    roots = [ROOT / "image-build", ROOT / "tools", ROOT / "gateway", ROOT / "appliance"]
-    return sorted(p for r in roots if r.exists() for p in r.rglob("*") if p.suffix in UNIT_SUFFIXES)
+    return sorted(
+        p for r in UNIT_DIRS if r.exists() for p in r.rglob("*") if p.suffix in UNIT_SUFFIXES
+    )
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
@@ -64,30 +109,97 @@ def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
+def _caps(values: list[str]) -> frozenset[str]:
+    """The set a list of CapabilityBoundingSet=/AmbientCapabilities= lines leaves (an empty
+    assignment resets it, systemd.exec(5)); `~` lists are not used by our units."""
+    caps: set[str] = set()
+    for v in values:
+        assert not v.startswith("~"), f"name the capabilities kept, not dropped: {v}"
+        caps = caps | set(v.split()) if v else set()
+    return frozenset(caps)
+
+
+def _security(unit: Path) -> float:
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True, text=True, timeout=60, check=False,
+    ).stdout  # fmt: skip
+    m = re.search(r"Overall exposure level for \S+: ([\d.]+)", out)
+    assert m, out[-500:]
+    return float(m.group(1))
+
+
+def _verify(unit: Path) -> list[str]:
+    """`systemd-analyze verify` findings, minus the ExecStart binary's absence: the units
+    name the installed path (/opt/cjb/bin/cjb), which a development checkout lacks."""
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    lines = (done.stdout + done.stderr).splitlines()
+    return [ln for ln in lines if ln.strip() and "/opt/cjb/bin/cjb is not executable" not in ln]
+
+
 def test_systemd_units_are_sandboxed(report: Report) -> None:
     units = [u for u in unit_files() if u.suffix == ".service"]
-    assert units, "no systemd service units found under image-build/"
+    found = {u.name for u in units}
+    assert found == set(PROFILES), (
+        f"units {sorted(found)} vs profiles {sorted(PROFILES)}: give a new unit a Profile "
+        "(its capabilities and user) here, or remove the stale one"
+    )
     notes = []
     for unit in units:
+        profile = PROFILES[unit.name]
         service = parse_unit(unit.read_text()).get("Service", {})
         for option, good in REQUIRED.items():
             values = service.get(option)
-            assert values, f"{unit.name}: [Service] lacks {option}= (add it: systemd.exec(5))"
+            assert values is not None, f"{unit.name}: [Service] lacks {option}= (systemd.exec(5))"
             if good is not None:
                 assert values[-1].lower() in good, f"{unit.name}: {option}={values[-1]}"
-            else:
+            elif option != "CapabilityBoundingSet":  # empty there means "no capabilities"
                 assert values[-1], f"{unit.name}: {option}= is empty"
-        assert "CAP_SYS_ADMIN" not in " ".join(service["CapabilityBoundingSet"])
+        bounding = _caps(service["CapabilityBoundingSet"])
+        assert bounding == profile.caps, f"{unit.name}: capabilities {sorted(bounding)}"
+        assert "CAP_SYS_ADMIN" not in bounding
+        ambient = _caps(service.get("AmbientCapabilities", []))
+        assert ambient <= bounding, f"{unit.name}: ambient {sorted(ambient - bounding)} unbounded"
+        user = (service.get("User") or [None])[-1]
+        assert user == profile.user, f"{unit.name}: User={user}, expected {profile.user}"
+        if user is not None:
+            assert ambient == bounding, f"{unit.name}: a non-root user gets its caps as ambient"
+        if profile.keeps_children:
+            # A restart must not take wireguard-go (and every tunnel) with it.
+            assert service.get("KillMode") == ["process"], f"{unit.name}: KillMode=process"
+            assert service.get("RuntimeDirectoryPreserve") == ["yes"], unit.name
+        assert service.get("Restart") == ["on-failure"], f"{unit.name}: Restart=on-failure"
         if shutil.which("systemd-analyze"):
-            out = subprocess.run(
-                ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
-                capture_output=True, text=True, timeout=60, check=False,
-            ).stdout  # fmt: skip
-            m = re.search(r"Overall exposure level for \S+: ([\d.]+)", out)
-            assert m, out[-500:]
-            assert float(m.group(1)) <= EXPOSURE_LIMIT, f"{unit.name} exposure {m.group(1)}"
-            notes.append(f"{unit.name} exposure {m.group(1)}")
+            assert not _verify(unit), f"{unit.name}: systemd-analyze verify: {_verify(unit)}"
+            exposure = _security(unit)
+            assert exposure <= profile.exposure, f"{unit.name} exposure {exposure}"
+            notes.append(f"{unit.name} exposure {exposure}")
     report("systemd-sandboxing", len(units), len(units), 0, ", ".join(notes))
+
+
+def test_gateway_example_config_fits_the_units() -> None:
+    """gateway/systemd/gateway.json is valid, and everything the data plane writes lies in
+    the directories its unit makes writable (ProtectSystem=strict makes the rest read-only)."""
+    model = read_model(ROOT / "gateway/systemd/gateway.json")
+    service = parse_unit((ROOT / "gateway/systemd/cjb-gateway-dataplane.service").read_text())
+    service_opts = service["Service"]
+    writable = [Path("/var/lib", d) for d in service_opts["StateDirectory"][-1].split()]
+    writable += [Path("/run", d) for d in service_opts["RuntimeDirectory"][-1].split()]
+    writable += [Path("/var/log", d) for d in service_opts["LogsDirectory"][-1].split()]
+    assert model.wireguard is not None and model.registry is not None
+    written = [Path(model.state_dir), Path(model.registry.path)]
+    written += [Path(p) for p in (model.directory_file, model.wireguard.log_file) if p]
+    for path in written:
+        assert any(path.is_relative_to(w) for w in writable), f"{path} is read-only for the unit"
+    assert Path("/run/wireguard") in writable  # wireguard-go's UAPI socket (DESIGN §6)
+    exec_start = service_opts["ExecStart"][-1]
+    assert "--config /etc/cjb/gateway.json" in exec_start
+    api = parse_unit((ROOT / "gateway/systemd/cjb-gateway-api.service").read_text())["Service"]
+    assert f"--dataplane-status {model.state_dir}/status.json" in api["ExecStart"][-1]
+    assert f"--state-dir {Path(model.registry.path).parent}" in api["ExecStart"][-1]
 
 
 @pytest.fixture
@@ -189,4 +301,276 @@ def test_api_survives_hostile_http_framing(gw: Gateway, report: Report) -> None:
     report(
         "api-hostile-framing", len(cases), len(cases), 0,
         f"{len(cases) - closed} answered 4xx, {closed} closed; server still up",
+    )  # fmt: skip
+
+
+# -- the gateway units, booted ---------------------------------------------------------------
+# PID 1 here is not systemd, so the units run under a real systemd in a container (DESIGN §6):
+#
+#   cjbunit<run>-gw (network namespace made here, loopback only: nothing leaves it)
+#     systemd-nspawn --boot of the cached Debian base root (/var/cache/cjb-image/base)
+#       + gateway/systemd/*.service and the sysusers file, copied verbatim
+#       + /opt/cjb/bin/cjb running this checkout (bind-mounted read-only at the same path)
+#       cjb-gateway-api.service ── HTTPS [::]:8443
+#       cjb-gateway-dataplane.service ── wireguard-go, one static tenant, tc-eBPF fast path
+
+BASE_ROOTS = Path("/var/cache/cjb-image/base")
+CAP_BITS = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_PERFMON": 38, "CAP_BPF": 39}
+LAUNCHER = """#!/usr/bin/python3
+# The test's stand-in for an installed /opt/cjb: this checkout and its venv's libraries.
+import sys
+sys.path[:0] = ["/opt/cjb/src", "{site}"]
+from cjb.cli.main import main
+sys.exit(main())
+"""
+
+
+def _prepare_root(root: Path, base: Path, run: str) -> dict[str, object]:
+    subprocess.run(["tar", "-xf", str(base), "-C", str(root)], check=True, timeout=300)
+    units = root / "etc/systemd/system"
+    for unit in (ROOT / "gateway/systemd").glob("*.service"):
+        shutil.copy(unit, units / unit.name)
+    sysusers = root / "etc/sysusers.d"
+    sysusers.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "gateway/systemd/cjb-gateway.sysusers.conf", sysusers / "cjb-gateway.conf")
+    site = next((ROOT / ".venv/lib").glob("python3*/site-packages"))
+    (root / "opt/cjb/bin").mkdir(parents=True)
+    (root / "opt/cjb/src").mkdir()
+    (root / "opt/cjb/src/cjb").symlink_to(ROOT)
+    launcher = root / "opt/cjb/bin/cjb"
+    launcher.write_text(LAUNCHER.format(site=site))
+    launcher.chmod(0o755)
+    config = json.loads((ROOT / "gateway/systemd/gateway.json").read_text())
+    config["wireguard"]["ifname"] = f"cjbu{run}wg"  # unique on the machine (DESIGN §6)
+    kernel = (ROOT / "gateway/dataplane/bpf/xlat.bpf.o").exists()
+    config["tenants"] = {
+        "acme": {
+            "vni": 100,
+            "appliance": "fd63:6a62:77::100",
+            "wireguard_public_key": public_key(generate_private_key()),
+            "fast_path": "kernel" if kernel else "userspace",
+        }
+    }
+    (root / "etc/cjb").mkdir(parents=True)
+    (root / "etc/cjb/gateway.json").write_text(json.dumps(config, indent=2))
+    return config
+
+
+def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        todo = [nspawn_pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return pid
+                todo += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                ]
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise AssertionError("the container's systemd did not start")
+
+
+class Container:
+    def __init__(self, init: int) -> None:
+        self.init = init
+
+    def run(self, *argv: str, check: bool = True) -> str:
+        done = subprocess.run(
+            ["nsenter", "-t", str(self.init), "-m", "-p", "-n", "-u", "-i", *argv],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if check:
+            assert done.returncode == 0, f"{argv}: {done.returncode}\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    def show(self, unit: str) -> dict[str, str]:
+        out = self.run("systemctl", "show", unit, "-p", "MainPID,NRestarts,ActiveState,User")
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def proc_status(self, pid: int | str) -> dict[str, str]:
+        out = self.run("cat", f"/proc/{pid}/status")
+        return {k: v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
+
+    def cgroup_pids(self, unit: str) -> set[int]:
+        """Processes in the unit's cgroup (read from /proc: the hierarchy may be v1 or v2)."""
+        out = self.run("sh", "-c", f"grep -l '/{unit}$' /proc/[0-9]*/cgroup", check=False)
+        return {int(line.split("/")[2]) for line in out.split()}
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.3)
+        journal = self.run("journalctl", "-b", "--no-pager", "-n", "80", check=False)
+        raise AssertionError(f"timed out waiting for {what}:\n{journal}")
+
+    def status(self) -> dict[str, Any]:
+        out = self.run("cat", "/run/cjb-gateway/status.json", check=False)
+        try:
+            doc: dict[str, Any] = json.loads(out)
+        except ValueError:
+            return {}
+        return doc
+
+
+def _cap_mask(names: frozenset[str]) -> int:
+    return sum(1 << CAP_BITS[n] for n in names)
+
+
+@contextlib.contextmanager
+def _booted(run: str, base: Path) -> Iterator[tuple[Container, dict[str, object], Path]]:
+    ns, work = f"cjbunit{run}-gw", Path(tempfile.mkdtemp(prefix=f"cjbunit{run}-"))
+    nspawn_dir = Path("/run/systemd/nspawn")
+    nspawn_dir.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mountpoint", "-q", str(nspawn_dir)], check=False).returncode == 0
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        if not mounted:  # nspawn wants a tmpfs there (DESIGN §6)
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(nspawn_dir)], check=True)
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        (work / "root").mkdir(parents=True)
+        config = _prepare_root(work / "root", base, run)
+        log = (work / "nspawn.log").open("wb")
+        proc = subprocess.Popen(
+            ["systemd-nspawn", "--boot", "-D", str(work / "root"), "--keep-unit",
+             "--register=no", f"--network-namespace-path=/run/netns/{ns}",
+             "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_BPF,CAP_PERFMON",
+             "--bind=/dev/net/tun", f"--bind-ro={ROOT}", "--console=passive",
+             # nspawn's own seccomp filter refuses bpf(2) (systemd 252); a host has no such
+             # outer filter, so let it through to what the unit allows.
+             "--system-call-filter=bpf"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        box = Container(_find_init(proc.pid))
+        box.wait(
+            "the container to boot",
+            lambda: (
+                box.run("systemctl", "is-system-running", check=False).strip()
+                in ("running", "degraded")
+            ),
+        )
+        yield box, config, work
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)  # nspawn turns it into an orderly shutdown
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+        if not mounted:
+            subprocess.run(["umount", str(nspawn_dir)], check=False)
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_gateway_units_run_the_gateway_under_systemd(report: Report) -> None:
+    """Both gateway units, unchanged, start their services under systemd with every
+    sandboxing option in force; the data plane reaches a running tenant (WireGuard,
+    VXLAN, nftables, AF_PACKET worker, tc-eBPF fast path) as cjb-gateway with exactly
+    its four capabilities; a restart and a kill -9 of the data plane leave wireguard-go
+    (and so the tunnel) running, and the new daemon adopts it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: systemd-nspawn and a network namespace")
+    missing = [t for t in ("systemd-nspawn", "nsenter", "wireguard-go") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"missing {missing}: apt-get install -y --no-install-recommends "
+                    "systemd-container util-linux wireguard-go")  # fmt: skip
+    bases = sorted(BASE_ROOTS.glob("*.tar"), key=lambda p: p.stat().st_mtime)
+    if not bases:
+        pytest.skip(
+            f"no cached Debian root in {BASE_ROOTS}: build an image once "
+            "(sudo .venv/bin/python -m pytest tests/test_image_build.py)"
+        )
+    if not any((ROOT / ".venv/lib").glob("python3*/site-packages")):
+        pytest.skip(
+            f"no {ROOT}/.venv: the container runs this checkout with its libraries (make setup)"
+        )
+    run = uuid.uuid4().hex[:6]
+    api, dataplane = "cjb-gateway-api.service", "cjb-gateway-dataplane.service"
+    with _booted(run, bases[-1]) as (box, config, work):
+        box.run("install", "-d", "-o", "cjb-gateway", "-g", "cjb-gateway", "-m", "0700",
+                "/var/lib/cjb-gateway")  # fmt: skip
+        box.run("runuser", "-u", "cjb-gateway", "--", "/opt/cjb/bin/cjb", "gateway", "init",
+                "--state-dir", "/var/lib/cjb-gateway", "--endpoint", "gw.invalid:51820",
+                )  # fmt: skip
+        verify = box.run("systemd-analyze", "verify", "--man=no", f"/etc/systemd/system/{api}",
+                         f"/etc/systemd/system/{dataplane}", check=False)  # fmt: skip
+        assert not verify.strip(), verify
+        box.run("systemctl", "start", api, dataplane)
+
+        def tenant_running() -> bool:
+            t = box.status().get("tenants", {}).get("acme", {})
+            return bool(t.get("state") == "running")
+
+        box.wait("the data plane's tenant to run", tenant_running)
+        status = box.status()
+        acme = status["tenants"]["acme"]
+        assert not status["errors"], status["errors"]
+        fast = acme["fast_path"]
+        assert fast["error"] is None, fast
+        # The API answers over HTTPS, from its sandbox, with a nonce.
+        ca = work / "root/var/lib/cjb-gateway/ca/ca.pem"
+        code = (
+            "import json, ssl, sys, urllib.request\n"
+            "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+            "req = urllib.request.Request('https://[::1]:8443/v1/enroll/nonce', method='POST')\n"
+            "print(json.load(urllib.request.urlopen(req, context=ctx, timeout=10))['nonce'])\n"
+        )
+        with netns(f"cjbunit{run}-gw"):
+            nonce = subprocess.run([sys.executable, "-c", code, str(ca)], capture_output=True,
+                                   text=True, timeout=30, check=False)  # fmt: skip
+        assert nonce.returncode == 0 and nonce.stdout.strip(), nonce.stderr[-2000:]
+
+        uid = box.run("id", "-u", "cjb-gateway").strip()
+        for unit in (api, dataplane):
+            props = box.show(unit)
+            assert props["ActiveState"] == "active" and props["User"] == "cjb-gateway", props
+            st = box.proc_status(props["MainPID"])
+            assert st["Uid"].split()[0] == uid, st["Uid"]
+            want = _cap_mask(PROFILES[unit].caps)
+            assert int(st["CapEff"], 16) == want, (unit, st["CapEff"])
+            assert int(st["CapBnd"], 16) == want, (unit, st["CapBnd"])
+            assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", (unit, st)
+
+        main = int(box.show(dataplane)["MainPID"])
+        (wg,) = box.cgroup_pids(dataplane) - {main}
+        assert box.run("cat", f"/proc/{wg}/comm").strip() == "wireguard-go"
+        wg_caps = int(box.proc_status(wg)["CapEff"], 16)
+        assert wg_caps == _cap_mask(DATAPLANE_CAPS), hex(wg_caps)
+
+        def adopted(old: int) -> Callable[[], bool]:
+            def check() -> bool:
+                new = int(box.show(dataplane)["MainPID"])
+                return new not in (0, old) and box.status().get("pid") == new and tenant_running()
+
+            return check
+
+        box.run("systemctl", "restart", dataplane)
+        box.wait("the restarted data plane", adopted(main))
+        assert wg in box.cgroup_pids(dataplane), "a restart killed wireguard-go"
+        main = int(box.show(dataplane)["MainPID"])
+        box.run("systemctl", "kill", "--signal=KILL", "--kill-who=main", dataplane)
+        box.wait("the data plane restarted after kill -9", adopted(main))
+        assert box.show(dataplane)["NRestarts"] == "1"
+        assert wg in box.cgroup_pids(dataplane), "kill -9 of the daemon killed wireguard-go"
+        ifname = config["wireguard"]["ifname"]  # type: ignore[index]
+        assert "listening port: 51820" in box.run("wg", "show", str(ifname))
+        journal = box.run("journalctl", "-b", "--no-pager", "-u", api, "-u", dataplane)
+        for bad in ("Traceback", "SIGSYS", "Bad system call", "Operation not permitted"):
+            assert bad not in journal, f"{bad!r} in the journal:\n{journal[-4000:]}"
+    report(
+        "systemd-units-boot", 2, 2, 0,
+        f"api + dataplane active as cjb-gateway, caps exact, fast path {fast['mode']}; "
+        "wireguard-go kept across restart and kill -9",
     )  # fmt: skip
