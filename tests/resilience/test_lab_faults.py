@@ -17,18 +17,21 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import labkit
 import pytest
 from reskit import Report, check_registry, long_run, scale
+from stormkit import ECHO_PROBE, LINK_STORM, alternating_schedule, p99, pooled, split_by_window
 
-from cjb.common.netlink import netns
+from cjb.common.netlink import Link, Veth, netns
 from cjb.common.netlink.nft import counters, tables
 from cjb.common.netlink.real import RealKernel
 from cjb.common.wireguard.userspace import _pids_of
@@ -362,17 +365,56 @@ print(got.decode(), round(time.monotonic() - start, 2))
 """
 
 
-def _df_ping(lab: LabState, k: int) -> tuple[bool, str]:
-    """A 1,472-byte payload, DF set: 1,500 bytes of IPv4, a full LAN frame."""
+SOURCE = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(8); s.settimeout(120)
+while True:
+    c, _ = s.accept()
+    n = int(c.recv(64).decode())
+    c.sendall(b"y" * n); c.close()
+"""
+
+DOWNLOAD = """
+import socket, sys
+n, port = int(sys.argv[2]), int(sys.argv[3])
+with socket.create_connection((sys.argv[1], port), timeout=20) as s:
+    s.sendall(str(n).encode())
+    got = 0
+    while chunk := s.recv(1 << 16):
+        got += len(chunk)
+print(got)
+"""
+
+
+def _download(lab: LabState, k: int, port: int, size: int) -> tuple[bool, str]:
+    run = labkit.python_in(
+        lab.namespaces[f"site{k}"], DOWNLOAD, SERVICE, str(size), str(port), timeout=60
+    )
+    return run.returncode == 0 and run.stdout.split()[:1] == [str(size)], run.stdout + run.stderr
+
+
+def _vxlan_tx_errors(lab: LabState, k: int) -> int:
+    counters = _agent_status(lab, f"appliance{k}").get("counters")
+    return int(counters.get("vxlan_tx_errors", 0)) if isinstance(counters, dict) else 0
+
+
+def _df_ping(lab: LabState, k: int) -> tuple[str, str]:
+    """A 1,472-byte payload, DF set: 1,500 bytes of IPv4, a full LAN frame. Returns
+    "passed", "frag-needed" (the answer, or the host's PMTU cache refusing after one) or
+    "lost" (the black hole), and ping's output."""
     run = labkit.run_in(
         lab.namespaces[f"site{k}"],
-        ["ping", "-M", "do", "-s", "1472", "-c", "3", "-W", "2", SERVICE],
+        ["ping", "-n", "-M", "do", "-s", "1472", "-c", "3", "-W", "2", SERVICE],
         timeout=30,
     )
     out = run.stdout + run.stderr
-    passed = bool(re.search(r" [1-3] received", out))
-    frag_needed = bool(re.search(r"[Ff]rag needed|mtu ?=", out))
-    return passed or frag_needed, out
+    if re.search(r" [1-3] received", out):
+        return "passed", out
+    if re.search(r"Frag needed and DF set \(mtu = \d+\)|message too long, mtu=\d+", out):
+        return "frag-needed", out
+    return "lost", out
 
 
 def _bulk(lab: LabState, k: int, port: int, size: int) -> tuple[bool, str]:
@@ -382,63 +424,56 @@ def _bulk(lab: LabState, k: int, port: int, size: int) -> tuple[bool, str]:
     return run.returncode == 0 and run.stdout.split()[:1] == [str(size)], run.stdout + run.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: with the underlay path MTU at 1500 and no ICMP (black hole), full-size LAN "
-    "packets inside VXLAN+WireGuard (1500 + 50 + 80 bytes) vanish: the DF ping gets neither "
-    "a reply nor fragmentation-needed, bulk TCP stalls; nothing clamps MSS or lowers the "
-    "tunnel MTU to fit a 1500-byte underlay",
-)
 def test_mtu_black_hole(lab: LabState, report: Report) -> None:
+    """The internet drops every packet over 1,500 bytes and says nothing, while the links
+    on both sides have an MTU of 1,700: only the tunnel's own sizing (common/tunnel_mtu.py)
+    keeps full-size LAN traffic alive. Nothing may have been eaten."""
     internet, service = lab.namespaces["internet"], lab.namespaces["service"]
     port, size = 5201, 4 << 20
     sink = labkit.spawn_python(service, SINK, str(port))
+    source = labkit.spawn_python(service, SOURCE, str(port + 1))
     try:
         labkit.wait_port(service, port)
-        ok, out = _bulk(lab, 1, port, size)
-        if not ok:  # not the bug under test: fail for real (xfail expects AssertionError)
-            raise RuntimeError(f"baseline bulk TCP failed without the black hole: {out}")
+        labkit.wait_port(service, port + 1)
         with netns(internet):
             subprocess.run(["nft", "-f", "-"], input=BLACK_HOLE, text=True, check=True)
         try:
-            ping_ok, ping_out = _df_ping(lab, 1)
+            # Without DF, a packet the tunnel cannot carry whole is dropped at the appliance's
+            # VXLAN port (VTEPs never fragment, RFC 7348 §4.3) and counted there; site2 has
+            # not learnt the path MTU, so its full-size packet meets exactly that.
+            errors_before = _vxlan_tx_errors(lab, 2)
+            nodf = labkit.run_in(
+                lab.namespaces["site2"],
+                ["ping", "-n", "-M", "dont", "-s", "1472", "-c", "2", "-W", "1", SERVICE],
+                timeout=30,
+            )
+            assert " 0 received" in nodf.stdout, nodf.stdout
+            _wait_for(
+                lambda: _vxlan_tx_errors(lab, 2) >= errors_before + 2,
+                10,
+                "appliance2 counting the oversized non-DF packets (vxlan_tx_errors)",
+            )
+            ping, ping_out = _df_ping(lab, 1)
             bulk_ok, bulk_out = _bulk(lab, 1, port, size)
+            down_ok, down_out = _download(lab, 1, port + 1, size)
             eaten = counters(internet, "inet", "cjbres_mtuhole")["eaten"][0]
         finally:
             with netns(internet):
                 subprocess.run(["nft", "delete", "table", "inet", "cjbres_mtuhole"], check=True)
-        _wait_pages(lab, [1], 30)  # the tunnel itself is fine afterwards
-        assert ping_ok and bulk_ok, (
-            f"black hole ate {eaten} packets; 1472-byte DF ping (passed or frag-needed: "
-            f"{ping_ok}):\n{ping_out}\nbulk TCP {size} bytes (completed: {bulk_ok}): {bulk_out}"
-        )
+        assert ping != "lost", f"1472-byte DF ping got neither a reply nor frag-needed:\n{ping_out}"
+        assert bulk_ok, f"bulk TCP {size} bytes up through the black hole: {bulk_out}"
+        assert down_ok, f"bulk TCP {size} bytes down through the black hole: {down_out}"
+        assert eaten == 0, f"the black hole ate {eaten} packets: the tunnel sent some over 1500"
+        _wait_pages(lab, [1], 30)
     finally:
-        sink.kill()
-        sink.wait()
-    report("mtu-black-hole", 2, 2, 0, f"DF ping + {size >> 20} MiB TCP through a 1500 path")
-
-
-STORM = """
-import socket, sys, time
-ifname, seconds, fps = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-frames = [bytes.fromhex(h) for h in sys.argv[4:]]
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((ifname, 0))
-n, start = 0, time.monotonic()
-end = start + seconds
-while time.monotonic() < end:
-    if fps and n > fps * (time.monotonic() - start):
-        time.sleep(0.001)  # paced (CI): the 2 cores are shared with the latency probe
-        continue
-    for f in frames:
-        try:
-            s.send(f)
-            n += 1
-        except OSError:  # ENOBUFS: the qdisc is full, which is the point of a storm
-            time.sleep(0.0005)
-print(n)
-"""
+        for p in (sink, source):
+            p.kill()
+            p.wait()
+    report(
+        "mtu-black-hole", 3, 3, 0,
+        f"1472-byte DF ping: {ping}; {size >> 20} MiB TCP up and down done; "
+        "0 packets over 1500 on the WAN; non-DF 1500 dropped and counted at the appliance",
+    )  # fmt: skip
 
 
 def _storm_frames() -> list[str]:
@@ -468,66 +503,137 @@ def _storm_frames() -> list[str]:
     return [bytes(f).hex() for f in frames]
 
 
-def _ping_rtts(lab: LabState, k: int, count: int) -> list[float]:
-    run = labkit.run_in(
-        lab.namespaces[f"site{k}"],
-        ["ping", "-n", "-i", "0.05", "-c", str(count), "-W", "1", SERVICE],
-        timeout=count * 0.05 + 30,
-    )
-    return sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", run.stdout))
-
-
-def _p99(rtts: list[float]) -> float:
-    return rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
-
-
 def _wan_counters(lab: LabState, k: int) -> dict[str, int]:
     c = counters(lab.namespaces[f"appliance{k}"], "bridge", "cjb_wan")
     return {name: packets for name, (packets, _bytes) in c.items()}
 
 
-def test_storm_stays_within_wan_rate(lab: LabState, report: Report) -> None:
-    """Site 1 storms its LAN; tenant 2's ping p99 is measured without and with the storm in
-    the same run. Asserted: the WAN filter's group classes let through no more than the
-    configured rate (+ burst); tenant 2's p99 within a generous CI margin (noisy host),
-    the issue's 20% reported."""
-    pytest.importorskip("scapy", reason="scapy builds the storm frames")
-    seconds, count = float(scale(6, 30)), scale(100, 500)
-    fps = scale(20_000, 0)  # CI: 66x the WAN filter's group limit; long: as fast as it goes
-    _wait_pages(lab, [1, 2], 30)
-    _ping_rtts(lab, 2, 5)  # warm: neighbour caches, first-packet paths
-    quiet = _ping_rtts(lab, 2, count)
-    before = _wan_counters(lab, 1)
-    storm = labkit.spawn_python(
-        lab.namespaces["site1"], STORM, "eth0", str(seconds), str(fps), *_storm_frames()
+@contextmanager
+def _spare_link(ns: str, run_id: str) -> Iterator[str]:
+    """A veth pair inside `ns` that leads nowhere: the control condition's storm goes there,
+    so the generator and the kernel's receive path cost the same as in the treatment, but
+    nothing of CJB sees a frame. Removed on every exit (the lab's `down` would, too)."""
+    name, peer = f"stc{run_id}", f"stp{run_id}"
+    with RealKernel() as kernel:
+        kernel.add_link(ns, Link(name, Veth(peer)), tag=f"cjbstorm{run_id}")
+        kernel.set_link(ns, name, up=True)
+        kernel.set_link(ns, peer, up=True)
+    try:
+        yield name
+    finally:
+        with RealKernel() as kernel:
+            kernel.del_link(ns, name)
+
+
+PROBE_INTERVAL = 0.005  # 200 echo requests/s from site 2: ~2,000 samples per side in CI
+# Probes sent in a window's first GUARD seconds do not count: what the previous window left
+# queued (the agent's mDNS gate backlog, the token bucket's burst of `burst` ARPs crossing
+# at every storm onset) settles within it; a sustained storm is what issue 8 item 6 means.
+GUARD = 0.25
+# Issue 8 item 6: p99 within +20%. EPSILON, an absolute floor, from A/A runs (both sides
+# storming into spare links, 15 pairs, ~2,300 samples a side): on a quiet host tenant 2's
+# p99 is 2.6-4.0 ms (two wireguard-go hops and the Python worker each way, not the sub-ms
+# of a veth) and two identical conditions differed by up to 1.2 ms (3.87 vs 2.66); the
+# probe resolves microseconds, so the floor is scheduling, not measurement.
+FACTOR, EPSILON = 1.2, 1.0  # ms
+# When the probe cannot keep its own timer, other jobs own the host: both sides' p99 were
+# 200-450 ms then, 0.84-1.39x apart between storm and control (and 0.93x A/A), so only
+# this coarse bound is asserted.
+OVERLOADED_FACTOR = 2.0
+TRIM = 1  # windows per side left out of the asserted p99 (stormkit.pooled says why)
+
+
+def _alternating_storm(
+    lab: LabState, control: str, treatment: str, pairs: int, window: float, fps: int
+) -> tuple[list[tuple[str, list[float]]], list[tuple[str, float, float]], dict[str, int], int, int]:
+    """Site 1 storms `control` and `treatment` in alternating windows while site 2 probes the
+    service address without a pause. Returns tenant 2's RTTs per window, the windows as run,
+    frames sent per link, probes sent and probes answered."""
+    rng = random.Random(lab.run_id)  # noqa: S311 -- a window order, not a secret
+    plan = alternating_schedule(control, treatment, pairs, window, rng)
+    seconds = sum(s for _, s in plan)
+    probe = labkit.spawn_python(
+        lab.namespaces["site2"], ECHO_PROBE, SERVICE, str(PROBE_INTERVAL), str(seconds + 3)
     )
     try:
-        stormy = _ping_rtts(lab, 2, count)
-        out, err = storm.communicate(timeout=seconds + 30)
+        storm = labkit.spawn_python(
+            lab.namespaces["site1"], LINK_STORM, str(fps),
+            ",".join(f"{link}:{s}" for link, s in plan), *_storm_frames(),
+        )  # fmt: skip
+        try:
+            out, err = storm.communicate(timeout=seconds + 60)
+        finally:
+            storm.kill()
+            storm.wait()
+        assert storm.returncode == 0, err
+        probed, perr = probe.communicate(timeout=30)
+        assert probe.returncode == 0, perr
     finally:
-        storm.kill()
-        storm.wait()
+        probe.kill()
+        probe.wait()
+    storm_result, probe_result = json.loads(out), json.loads(probed)
+    ran = [(link, began, ended) for link, began, ended in storm_result["ran"]]
+    replies = [(sent, rtt) for sent, rtt in probe_result["replies"]]
+    windows = split_by_window(replies, ran, GUARD)
+    return windows, ran, storm_result["sent"], probe_result["sent"], len(replies)
+
+
+def test_storm_stays_within_wan_rate(lab: LabState, report: Report) -> None:
+    """Site 1 storms; tenant 2's latency is measured against a control condition: the same
+    generator at the same rate sending into a spare veth pair in site 1's namespace (its
+    cost on the shared 2-core host is then the same on both sides) vs. into site 1's real
+    LAN link. Control and treatment windows alternate (pairs in random order) and the p99
+    over all treatment samples is compared with the p99 over all control samples, so slow
+    drift of the shared host falls on both sides. Asserted: the WAN filter's group classes
+    let through no more than the configured rate (+ burst) and tenant 2's p99, without each
+    side's worst window, rises by at most 20% (+ EPSILON)."""
+    pytest.importorskip("scapy", reason="scapy builds the storm frames")
+    pairs, window = scale(15, 60), 1.0
+    fps = scale(20_000, 0)  # CI: 66x the WAN filter's group limit; long: as fast as it goes
+    _wait_pages(lab, [1, 2], 30)
+    site1 = lab.namespaces["site1"]
+    # Warm: neighbour caches and first-packet paths, outside the measurement.
+    labkit.python_in(lab.namespaces["site2"], ECHO_PROBE, SERVICE, "0.05", "0.5")
+    before = _wan_counters(lab, 1)
+    with _spare_link(site1, lab.run_id) as spare:
+        windows, ran, sent, probes, answered = _alternating_storm(
+            lab, spare, "eth0", pairs, window, fps
+        )
     after = _wan_counters(lab, 1)
-    sent = int(out.strip() or 0)
-    assert sent > 0, err
+    stormed = sum(ended - began for link, began, ended in ran if link == "eth0")
+    onsets = sum(1 for link, _, _ in ran if link == "eth0")
+    assert sent["eth0"] > 0 and sent[spare] > 0, sent
     delta = {k: after[k] - before.get(k, 0) for k in after}
     group_passed = delta["arp_ok"] + delta["discovery_ok"] + delta["ndp_ok"]
     pps, burst = 100, 200  # FilterSpec defaults (appliance/wan_filter.py), per class
-    allowed = 3 * (pps * (seconds + 2) + burst)
+    # The bucket refills during the control windows: a full burst at every storm onset.
+    allowed = 3 * (pps * (stormed + 2) + burst * onsets)
     assert group_passed <= allowed, (delta, allowed)
     assert delta["group_limited"] + delta["lan_only"] > 0, delta
-    assert len(quiet) >= 0.95 * count and len(stormy) >= 0.95 * count, (len(quiet), len(stormy))
-    p_quiet, p_storm = _p99(quiet), _p99(stormy)
-    rise = (p_storm - p_quiet) / p_quiet
-    # The issue's bar is +20%; on a 2-core host shared with other engineers a sub-ms p99
-    # moves more than that on its own: assert a generous bound, report the figure.
-    assert p_storm <= max(5 * p_quiet, p_quiet + 50.0), (p_quiet, p_storm)
+    assert answered >= 0.95 * probes, f"tenant 2 lost {probes - answered} of {probes} probes"
+    seconds = ran[-1][2] - ran[0][1]
+    p_quiet, p_storm = p99(pooled(windows, spare)), p99(pooled(windows, "eth0"))
+    quiet, stormy = pooled(windows, spare, TRIM), pooled(windows, "eth0", TRIM)
+    # Each side holds ~1/3 of the probes (the guards and the probe's margins take the rest).
+    assert min(len(quiet), len(stormy)) >= 0.2 * probes, (len(quiet), len(stormy), probes)
+    t_quiet, t_storm = p99(quiet), p99(stormy)
+    # The prober itself starved (it sends on a timer): other jobs own the host, and the p99
+    # of both sides is theirs; only a coarse bound means anything then.
+    starved = probes < 0.8 * (seconds + 3) / PROBE_INTERVAL
+    factor = OVERLOADED_FACTOR if starved else FACTOR
+    figures = (
+        f"tenant2 p99 {p_quiet:.2f} (control) -> {p_storm:.2f} ms (storm), "
+        f"{(p_storm - p_quiet) / p_quiet:+.0%}; without each side's worst window "
+        f"{t_quiet:.2f} (n={len(quiet)}) -> {t_storm:.2f} ms (n={len(stormy)}), "
+        f"{(t_storm - t_quiet) / t_quiet:+.0%}" + (" [host overloaded]" if starved else "")
+    )
+    assert t_storm <= factor * t_quiet + EPSILON, figures
     report(
-        "lan-storm", sent, sent, 0,
-        f"{sent / seconds:.0f} fps storm, {group_passed / seconds:.0f}/s crossed the WAN "
-        f"(limit 3x{pps}/s + burst), dropped {delta['group_limited']} limited + "
-        f"{delta['lan_only']} LAN-only; tenant2 ping p99 {p_quiet:.2f} -> {p_storm:.2f} ms "
-        f"({rise:+.0%}, noisy host)",
+        "lan-storm", sent["eth0"], sent["eth0"], 0,
+        f"{sent['eth0'] / stormed:.0f} fps storm over {onsets} windows ({stormed:.0f}s), "
+        f"{group_passed / stormed:.0f}/s crossed the WAN (limit 3x{pps}/s + burst), dropped "
+        f"{delta['group_limited']} limited + {delta['lan_only']} LAN-only; {figures} "
+        f"(control: the same storm into a spare veth)",
     )  # fmt: skip
 
 
