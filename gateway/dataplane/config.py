@@ -10,7 +10,7 @@ import ipaddress
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -85,6 +85,19 @@ class UnderlayModel(_Model):
     device: str | None = None
 
 
+class GroupLimit(_Model):
+    """Broadcast/multicast frames a tenant's appliance may send into the gateway, per tenant.
+
+    The appliance's own WAN filter already caps them (3 classes x 100/s, bursts of 200:
+    appliance/wan_filter.py); this is the gateway's guard against an appliance that does
+    not, so one tenant cannot load everyone's translator workers. Above the appliance's
+    caps, so a well-behaved one never meets it.
+    """
+
+    per_second: Annotated[int, Field(ge=1, le=1_000_000)] = 400
+    burst: Annotated[int, Field(ge=1, le=1_000_000)] = 800
+
+
 class GatewayModel(_Model):
     underlay: UnderlayModel | None = None  # required unless `wireguard` is set
     wireguard: WireGuardModel | None = None
@@ -94,6 +107,7 @@ class GatewayModel(_Model):
     directory_file: str | None = None  # tenant directory for the service host
     userspace_io: UserspaceIO = "packet-vnet"
     fast_path: FastPathMode = "userspace"
+    group_limit: GroupLimit = GroupLimit()
     tenants: dict[Annotated[str, Field(pattern=TENANT_NAME)], TenantModel] = {}
 
     @field_validator("tenants")
@@ -201,6 +215,7 @@ class GatewayConfig:
     registry_native_ipv6: bool = True
     userspace_io: UserspaceIO = "packet-vnet"  # gateway-wide default, e.g. for registry tenants
     fast_path: FastPathMode = "userspace"  # gateway-wide default, e.g. for registry tenants
+    group_limit: GroupLimit = field(default_factory=lambda: GroupLimit())
 
     @property
     def status_file(self) -> Path:
@@ -289,6 +304,7 @@ def from_model(path: Path, model: GatewayModel) -> GatewayConfig:
         registry_native_ipv6=model.registry.native_ipv6 if model.registry else True,
         userspace_io=model.userspace_io,
         fast_path=model.fast_path,
+        group_limit=model.group_limit,
     )
 
 

@@ -54,6 +54,11 @@ class StatusFileCollector(Collector):
         spoofed = CounterMetricFamily(
             "cjb_vni_spoofed", "VXLAN packets dropped by the VNI binding", labels=["tenant"]
         )
+        group_limited = CounterMetricFamily(
+            "cjb_group_limited",
+            "Broadcast/multicast VXLAN frames over the tenant's limit, dropped",
+            labels=["tenant"],
+        )
         tunnel_up = GaugeMetricFamily(
             "cjb_tunnel_up", "1 when the tenant's WireGuard session is fresh", labels=["tenant"]
         )
@@ -73,7 +78,9 @@ class StatusFileCollector(Collector):
                     nbytes.add_metric([name, port, direction], _int(c.get(f"{direction}_bytes")))
             for reason, n in sorted((router.get("drops") or {}).items()):
                 drops.add_metric([name, reason], _int(n))
-            spoofed.add_metric([name], _int((t.get("vni_binding") or {}).get("vni_spoofed")))
+            binding = t.get("vni_binding") or {}
+            spoofed.add_metric([name], _int(binding.get("vni_spoofed")))
+            group_limited.add_metric([name], _int(binding.get("group_limited")))
             wg = t.get("wireguard")
             if isinstance(wg, dict):
                 tunnel_up.add_metric([name], 1 if wg.get("up") else 0)
@@ -82,4 +89,4 @@ class StatusFileCollector(Collector):
                     handshake.add_metric([name], float(age))
                 wg_bytes.add_metric([name, "rx"], _int(wg.get("rx_bytes")))
                 wg_bytes.add_metric([name, "tx"], _int(wg.get("tx_bytes")))
-        yield from (frames, nbytes, drops, spoofed, tunnel_up, handshake, wg_bytes)
+        yield from (frames, nbytes, drops, spoofed, group_limited, tunnel_up, handshake, wg_bytes)

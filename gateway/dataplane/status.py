@@ -58,7 +58,8 @@ def render(status: dict[str, object] | None, path: Path, now: float | None = Non
         binding = t.get("vni_binding", {})
         lines.append(
             f"  vxlan accepted {binding.get('vxlan_accepted', 0)}, "
-            f"dropped as VNI spoofing {binding.get('vni_spoofed', 0)}"
+            f"dropped as VNI spoofing {binding.get('vni_spoofed', 0)}, "
+            f"broadcast/multicast over the limit {binding.get('group_limited', 0)}"
         )
         drops = (t.get("router") or {}).get("drops", {})
         text = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"

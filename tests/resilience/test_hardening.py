@@ -310,11 +310,13 @@ def test_api_survives_hostile_http_framing(gw: Gateway, report: Report) -> None:
 #   cjbunit<run>-gw (network namespace made here, loopback only: nothing leaves it)
 #     systemd-nspawn --boot of the cached Debian base root (/var/cache/cjb-image/base)
 #       + gateway/systemd/*.service and the sysusers file, copied verbatim
-#       + /opt/cjb/bin/cjb running this checkout (bind-mounted read-only at the same path)
+#       + /opt/cjb/bin/cjb running this checkout (bind-mounted read-only at /opt/cjb/checkout:
+#         not at its own path, which may lie under /tmp, hidden from units by PrivateTmp=)
 #       cjb-gateway-api.service ── HTTPS [::]:8443
 #       cjb-gateway-dataplane.service ── wireguard-go, one static tenant, tc-eBPF fast path
 
 BASE_ROOTS = Path("/var/cache/cjb-image/base")
+CHECKOUT = Path("/opt/cjb/checkout")  # where the container sees this checkout
 CAP_BITS = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_PERFMON": 38, "CAP_BPF": 39}
 LAUNCHER = """#!/usr/bin/python3
 # The test's stand-in for an installed /opt/cjb: this checkout and its venv's libraries.
@@ -333,10 +335,11 @@ def _prepare_root(root: Path, base: Path, run: str) -> dict[str, object]:
     sysusers = root / "etc/sysusers.d"
     sysusers.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "gateway/systemd/cjb-gateway.sysusers.conf", sysusers / "cjb-gateway.conf")
-    site = next((ROOT / ".venv/lib").glob("python3*/site-packages"))
+    site = CHECKOUT / next((ROOT / ".venv/lib").glob("python3*/site-packages")).relative_to(ROOT)
     (root / "opt/cjb/bin").mkdir(parents=True)
     (root / "opt/cjb/src").mkdir()
-    (root / "opt/cjb/src/cjb").symlink_to(ROOT)
+    (root / CHECKOUT.relative_to("/")).mkdir()
+    (root / "opt/cjb/src/cjb").symlink_to(CHECKOUT)
     launcher = root / "opt/cjb/bin/cjb"
     launcher.write_text(LAUNCHER.format(site=site))
     launcher.chmod(0o755)
@@ -441,7 +444,7 @@ def _booted(run: str, base: Path) -> Iterator[tuple[Container, dict[str, object]
             ["systemd-nspawn", "--boot", "-D", str(work / "root"), "--keep-unit",
              "--register=no", f"--network-namespace-path=/run/netns/{ns}",
              "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_BPF,CAP_PERFMON",
-             "--bind=/dev/net/tun", f"--bind-ro={ROOT}", "--console=passive",
+             "--bind=/dev/net/tun", f"--bind-ro={ROOT}:{CHECKOUT}", "--console=passive",
              # nspawn's own seccomp filter refuses bpf(2) (systemd 252); a host has no such
              # outer filter, so let it through to what the unit allows.
              "--system-call-filter=bpf"],
