@@ -146,3 +146,22 @@ def namespaces_of(run_id: str) -> set[str]:
 
 def read_log(state: LabState, node: str) -> str:
     return Path(state.run_dir / "logs" / f"{node}.log").read_text()
+
+
+def container_init(nspawn_pid: int, timeout: float = 20) -> int:
+    """PID of the systemd that `systemd-nspawn --boot` (pid `nspawn_pid`) started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        todo = [nspawn_pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return pid
+                todo += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                ]
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise AssertionError("the container's systemd did not start")

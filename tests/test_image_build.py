@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import labkit
 import pytest
 
 from cjb.appliance.image.build import BuildOptions, BuildResult, build
@@ -307,24 +308,6 @@ def nspawn_dir() -> Iterator[None]:
             subprocess.run(["umount", str(path)], check=False)
 
 
-def _container_init(nspawn_pid: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        todo = [nspawn_pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
-                    return pid
-                todo += [
-                    int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                ]
-            except OSError:
-                continue
-        time.sleep(0.2)
-    raise AssertionError("the container's systemd did not start")
-
-
 def _inside(init: int, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["nsenter", "-t", str(init), "-m", "-p", "-n", "-u", "-i", *argv],
@@ -367,7 +350,7 @@ def test_built_root_boots_and_runs_the_agent_under_its_unit(
         stderr=subprocess.STDOUT,
     )
     try:
-        init = _container_init(proc.pid)
+        init = labkit.container_init(proc.pid)
         deadline = time.monotonic() + 60
         status: dict[str, object] = {}
         while time.monotonic() < deadline:
@@ -495,7 +478,7 @@ def test_built_image_enrolls_in_the_lab_and_the_site_gets_its_page(
              "--capability=CAP_NET_ADMIN", "--bind=/dev/net/tun", "--console=passive", *binds],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        init = _container_init(proc.pid)
+        init = labkit.container_init(proc.pid)
         page = ""
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import labkit
 import pytest
 from controlkit import Device, Gateway, gateway, snapshot
 from reskit import Report
@@ -359,24 +360,6 @@ def _prepare_root(root: Path, base: Path, run: str) -> dict[str, object]:
     return config
 
 
-def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        todo = [nspawn_pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
-                    return pid
-                todo += [
-                    int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                ]
-            except OSError:
-                continue
-        time.sleep(0.2)
-    raise AssertionError("the container's systemd did not start")
-
-
 class Container:
     def __init__(self, init: int) -> None:
         self.init = init
@@ -451,7 +434,7 @@ def _booted(run: str, base: Path) -> Iterator[tuple[Container, dict[str, object]
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
-        box = Container(_find_init(proc.pid))
+        box = Container(labkit.container_init(proc.pid, timeout=30))
         box.wait(
             "the container to boot",
             lambda: (
