@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from cjb.common.validation import validation_problems
 from cjb.service.errors import DirectoryError
+from cjb.service.tenant_address import TenantPrefixes
 
 SUPPORTED_VERSION = 1
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -94,6 +95,7 @@ class TenantDirectory:
                 if name in by_ifname:
                     raise ValueError(f"interface {name!r} is bound to two links")
                 by_ifname[name] = Binding(entry, link)
+        TenantPrefixes.build(by_tenant)  # refuses two tenants with one tenant-unique prefix
         return cls(version, entries, MappingProxyType(by_ifname), MappingProxyType(by_tenant))
 
     def binding(self, ifname: str) -> Binding | None:

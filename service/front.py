@@ -1,21 +1,32 @@
 """A tiny PROXY v2 front: keeps the tenant for apps that only see a proxy's address.
 
-Accepts on the tenant links, resolves the tenant from the scope id, connects to the upstream
-app, sends one PROXY v2 header (original addresses + CJB tenant/interface TLVs), then copies
-bytes both ways with half-close. Connections from an unknown tenant are closed at once.
+Accepts on the tenant links (a `cjb.service.framework` TCP service: the tenant comes from the
+scope id, unknown tenants are closed at once), connects to the upstream app, sends one PROXY
+v2 header, then copies bytes both ways with half-close.
+
+The header's source address is, by default, the client's **tenant-unique address**
+(`cjb.service.tenant_address`: ``fd<tenant /64>::<IPv4>``), so a stock nginx, Apache or
+HAProxy that only reads the PROXY source address still tells two tenants' ``192.168.0.10``
+apart (`cjb service config` prints their configuration). ``source="link-local"`` sends the
+client's own ``fe80::`` address instead, which is the same for every tenant: only for apps
+that read the CJB tenant TLVs, which are sent in both modes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Literal
 
 from cjb.service import logfmt, proxy_v2
-from cjb.service.aio import ConnectionLimit, serve_tenancy
+from cjb.service.framework import Client, serve_tcp
 from cjb.service.resolve import Known, split_sockaddr
 from cjb.service.tenancy import Tenancy
 
 CHUNK = 64 * 1024
+
+SourceAddress = Literal["tenant-unique", "link-local"]
+SOURCE_ADDRESSES: tuple[SourceAddress, ...] = ("tenant-unique", "link-local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,19 +36,24 @@ class FrontConfig:
     connect_timeout: float = 5.0
     idle_timeout: float = 300.0
     max_connections: int = 1024
+    source: SourceAddress = "tenant-unique"
 
 
-def header_for(result: Known, local_sockaddr: object) -> bytes:
+def header_for(
+    result: Known | Client, local_sockaddr: object, source: SourceAddress = "tenant-unique"
+) -> bytes:
     """The PROXY v2 header for a resolved connection (pure; tested without sockets)."""
+    client = Client.of(result) if isinstance(result, Known) else result
     local = split_sockaddr(local_sockaddr)
     dst_host, dst_port = (local[0], local[1]) if local is not None else ("::", 0)
+    src = client.unique_address if source == "tenant-unique" else client.address
     return proxy_v2.encode(
         proxy_v2.stream6(
-            result.peer_host,
-            result.peer_port,
+            str(src),
+            client.port,
             dst_host,
             dst_port,
-            proxy_v2.cjb_tlvs(result.tenant, result.ifname),
+            proxy_v2.cjb_tlvs(client.tenant, client.ifname),
         )
     )
 
@@ -58,23 +74,14 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, idle: floa
     return total
 
 
-class Front(ConnectionLimit):
-    def __init__(self, tenancy: Tenancy, config: FrontConfig) -> None:
-        super().__init__(config.max_connections)
-        self.tenancy = tenancy
+class Front:
+    def __init__(self, config: FrontConfig) -> None:
         self.config = config
 
-    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        result = self.tenancy.resolve(writer.get_extra_info("peername"))
-        if not isinstance(result, Known):
-            logfmt.log(
-                logfmt.EVENTS,
-                "front_refused",
-                peer=result.peer_host,
-                ifname=result.ifname,
-                reason=result.message,
-            )
-            return
+    async def forward(
+        self, client: Client, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The framework's TCP handler: one client connection to the upstream and back."""
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.connect_timeout):
@@ -85,12 +92,13 @@ class Front(ConnectionLimit):
             logfmt.log(
                 logfmt.EVENTS,
                 "front_upstream_failed",
-                tenant=result.tenant,
+                tenant=client.tenant,
                 error=type(exc).__name__,
             )
             return
         try:
-            up_writer.write(header_for(result, writer.get_extra_info("sockname")))
+            header = header_for(client, writer.get_extra_info("sockname"), cfg.source)
+            up_writer.write(header)
             outcomes = await asyncio.gather(
                 _pipe(reader, up_writer, cfg.idle_timeout),
                 _pipe(up_reader, writer, cfg.idle_timeout),
@@ -100,9 +108,9 @@ class Front(ConnectionLimit):
             logfmt.log(
                 logfmt.EVENTS,
                 "front_closed",
-                tenant=result.tenant,
-                ifname=result.ifname,
-                peer=result.peer_text,
+                tenant=client.tenant,
+                ifname=client.ifname,
+                peer=client.text,
                 up_bytes=outcomes[0],
                 down_bytes=outcomes[1],
                 errors=errors or None,
@@ -113,11 +121,11 @@ class Front(ConnectionLimit):
 
 async def run_front(tenancy: Tenancy, config: FrontConfig, host: str, port: int) -> None:
     """Run the front until cancelled."""
-    await serve_tenancy(
-        Front(tenancy, config).handle,
-        tenancy,
-        host,
+    await serve_tcp(
+        Front(config).forward,
         port,
+        tenancy=tenancy,
+        host=host,
+        max_connections=config.max_connections,
         app="front",
-        upstream=f"{config.upstream_host}:{config.upstream_port}",
     )

@@ -98,7 +98,12 @@ class ReferenceServer(ConnectionLimit):
         header = parsed.header
         leftover = bytes(buf[parsed.consumed :])
         ifname = header.ifname
-        peer = f"{header.src_addr}%{ifname}" if ifname else str(header.src_addr)
+        src = header.src_addr
+        # The front's tenant-unique source address: show the client's own link-local one.
+        unique = self.tenancy.unique_client(src) if src else None
+        if unique is not None:
+            src = str(unique.link_local)
+        peer = f"{src}%{ifname}" if ifname else str(src)
         tenant = header.tenant
         if header.command is proxy_v2.Command.LOCAL or tenant is None:
             return Refusal(

@@ -48,6 +48,7 @@ from cjb.service.resolve import (
     UnknownReason,
     resolve_peer,
 )
+from cjb.service.tenant_address import TenantPrefixes, UniqueClient
 from cjb.service.watch import DEFAULT_INTERVAL, DirectoryWatcher, PollOutcome, Reloaded
 
 __all__ = ["Known", "Resolution", "Tenancy", "Unknown", "UnknownReason"]
@@ -65,6 +66,7 @@ class Tenancy:
         self._watcher = watcher
         self._clock = clock
         self._names = InterfaceNames(index_to_name, max_age=name_max_age)
+        self._prefixes: tuple[TenantDirectory, TenantPrefixes] | None = None
         if watcher.directory is None:
             watcher.load(clock())
 
@@ -93,6 +95,15 @@ class Tenancy:
 
     def resolve(self, sockaddr: object) -> Resolution:
         return resolve_peer(sockaddr, self.directory, self._names, self._clock())
+
+    def unique_client(self, address: object) -> UniqueClient | None:
+        """Reverse a tenant-unique address (`cjb.service.tenant_address`) of a tenant in the
+        current directory: who is it, on which link-local address, with which IPv4."""
+        directory = self.directory
+        if self._prefixes is None or self._prefixes[0] is not directory:
+            tenants = (e.tenant for e in directory.entries)
+            self._prefixes = (directory, TenantPrefixes.build(tenants))
+        return self._prefixes[1].lookup(str(address))
 
     def next_deadline(self) -> float:
         return self._watcher.next_deadline()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from cjb.service import proxy_v2 as pp
 from cjb.service.front import header_for
 from cjb.service.resolve import Known
+from cjb.service.tenant_address import client_address
 
 SIG = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
 
@@ -151,9 +152,24 @@ def test_round_trip(
 
 def test_front_header_carries_original_addresses_and_tenant() -> None:
     known = Known("globex", "tb", 8, "service", "fe80::c0a8:a", 51000)
-    raw = header_for(known, ("fe80::c0a8:64%tb", 8081, 0, 8))
+    raw = header_for(known, ("fe80::c0a8:64%tb", 8081, 0, 8), source="link-local")
     parsed = pp.parse(raw)
     assert isinstance(parsed, pp.Parsed)
     h = parsed.header
     assert _addresses(h) == ("fe80::c0a8:a", 51000, "fe80::c0a8:64", 8081)
     assert (h.tenant, h.ifname) == ("globex", "tb")
+
+
+def test_front_header_default_source_is_the_tenant_unique_address() -> None:
+    local = ("fe80::c0a8:64%tb", 8081, 0, 8)
+    headers = []
+    for tenant in ("acme", "globex"):
+        known = Known(tenant, "tb", 8, "service", "fe80::c0a8:a", 51000)
+        parsed = pp.parse(header_for(known, local))
+        assert isinstance(parsed, pp.Parsed)
+        headers.append(parsed.header)
+    # Same client address and port in both tenants, yet two different PROXY sources.
+    assert headers[0].src_addr != headers[1].src_addr
+    for tenant, h in zip(("acme", "globex"), headers, strict=True):
+        assert h.src_addr == str(client_address(tenant, "192.168.0.10"))
+        assert (h.src_port, h.dst_addr, h.tenant) == (51000, "fe80::c0a8:64", tenant)
