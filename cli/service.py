@@ -1,4 +1,5 @@
-"""`cjb service …`: the service host's reference multi-tenant server and PROXY v2 front."""
+"""`cjb service …`: the service host's reference multi-tenant server, PROXY v2 front, the
+DNS example, and configuration snippets for stock nginx/Apache/HAProxy."""
 
 from __future__ import annotations
 
@@ -135,15 +136,101 @@ def serve(
     metavar="HOST:PORT",
     help="The app to forward to, e.g. [::1]:8080 (it must accept PROXY v2).",
 )
-def front(directory: str, listen_port: int, bind: str, upstream: str) -> None:
+@click.option(
+    "--source-address",
+    type=click.Choice(["tenant-unique", "link-local"]),
+    default="tenant-unique",
+    show_default=True,
+    help="PROXY source: the client's tenant-unique address (fd<tenant /64>::<IPv4>; for "
+    "servers that only read addresses), or its fe80:: address, the same in every tenant "
+    "(only for apps that read CJB's tenant TLVs).",
+)
+def front(directory: str, listen_port: int, bind: str, upstream: str, source_address: str) -> None:
     """Accept on the tenant links; forward to UPSTREAM with a PROXY v2 header naming the tenant."""
     from cjb.service.aio import parse_hostport
-    from cjb.service.front import FrontConfig, run_front
+    from cjb.service.front import SOURCE_ADDRESSES, FrontConfig, run_front
 
     _setup_logging(None)
+    source = next(s for s in SOURCE_ADDRESSES if s == source_address)
     try:
         host, port = parse_hostport(upstream)
         tenancy = _tenancy(directory)
-        _run(run_front(tenancy, FrontConfig(host, port), bind, listen_port))
+        _run(run_front(tenancy, FrontConfig(host, port, source=source), bind, listen_port))
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@service.command()
+@_directory_option
+@click.option("--port", default=53, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--bind", "bind", default="::", show_default=True, help="Listen address (IPv6).")
+def dns(directory: str, port: int, bind: str) -> None:
+    """A multi-tenant DNS responder on one UDP socket (the framework's UDP example):
+    whoami.cjb TXT names the asking tenant and client, service.cjb A its service address."""
+    from cjb.service.dns_whoami import serve_dns
+
+    _setup_logging(None)
+    try:
+        _run(serve_dns(_tenancy(directory), bind, port))
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@service.command()
+@click.argument("server", type=click.Choice(["nginx", "apache", "haproxy"]))
+@_directory_option
+@click.option(
+    "--listen",
+    default="[::1]:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the server listens for the front (keep it on loopback).",
+)
+@click.option(
+    "--docroot",
+    default="/var/www/cjb",
+    show_default=True,
+    help="nginx/apache: the folder with one sub-folder per tenant (DOCROOT/<tenant>/).",
+)
+@click.option(
+    "--trusted",
+    multiple=True,
+    metavar="ADDRESS",
+    help="nginx: address the front connects from (repeatable; default ::1 and 127.0.0.1).",
+)
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    metavar="[TENANT=]HOST:PORT",
+    help="haproxy: the server of a tenant's backend (repeatable); a bare HOST:PORT serves "
+    "every tenant not named.",
+)
+def config(
+    server: str,
+    directory: str,
+    listen: str,
+    docroot: str,
+    trusted: tuple[str, ...],
+    upstreams: tuple[str, ...],
+) -> None:
+    """Print the snippet that makes stock SERVER serve each tenant its own site behind
+    `cjb service front` (tenant by the PROXY source's tenant-unique prefix)."""
+    from cjb.service.directory import parse_directory
+    from cjb.service.server_configs import SnippetOptions, parse_upstreams, snippet
+    from cjb.service.watch import read_bounded
+
+    try:
+        tenants = parse_directory(read_bounded(directory), directory)
+        per_tenant, default = parse_upstreams(upstreams)
+        options = SnippetOptions(
+            source=directory,
+            listen=listen,
+            docroot=docroot.rstrip("/") or "/",
+            trusted=trusted or ("::1", "127.0.0.1"),
+            upstreams=per_tenant,
+            default_upstream=default,
+        )
+        click.echo(snippet(server, tenants, options), nl=False)
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
