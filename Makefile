@@ -27,6 +27,12 @@ system-packages:
 		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages: $$missing -- run as root (sudo make ...)"; exit 1; fi; \
 		echo "installing Debian packages: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		for pair in nginx-light:nginx apache2:apache2 haproxy:haproxy; do \
+			if [ -d /run/systemd/system ] && echo "$$missing" | grep -qx "$${pair%%:*}"; then \
+				echo "stopping the $${pair#*:} system service just installed (tests run their own in lab namespaces)"; \
+				systemctl disable --now "$${pair#*:}.service" || true; \
+			fi; \
+		done; \
 	fi
 
 $(VENV)/.installed: pyproject.toml

@@ -192,7 +192,7 @@ async def serve_udp(
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
     with datagram.udp_socket(host, port) as sock:
-        loop.add_reader(sock.fileno(), lambda: queue.empty() and queue.put_nowait(None))
+        loop.add_reader(sock.fileno(), _wake, queue)
         watcher = asyncio.create_task(watch_directory(tenancy))
         logfmt.log(logfmt.EVENTS, "listening", app=app, address=f"[{host}]:{port}", proto="udp")
         try:
@@ -221,6 +221,12 @@ async def serve_udp(
         finally:
             watcher.cancel()
             loop.remove_reader(sock.fileno())
+
+
+def _wake(queue: asyncio.Queue[None]) -> None:
+    """The socket is readable: wake the reading loop (once; it drains every datagram)."""
+    if queue.empty():
+        queue.put_nowait(None)
 
 
 def _poll_tenancy(tenancy: Tenancy, stop: threading.Event | None) -> float:
