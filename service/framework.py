@@ -147,11 +147,15 @@ async def serve_tcp(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     app: str = "tcp",
     on_ready: Callable[[], Awaitable[None] | None] | None = None,
+    **log_fields: object,
 ) -> None:
-    """Serve `handler` on [host]:port until cancelled (see the module docstring)."""
+    """Serve `handler` on [host]:port until cancelled (see the module docstring);
+    `log_fields` go into the "listening" log line."""
     tenancy = _tenancy(tenancy, directory)
     service = _TcpService(handler, tenancy, app, max_connections)
-    await serve_tenancy(service.handle, tenancy, host, port, app=app, on_ready=on_ready)
+    await serve_tenancy(
+        service.handle, tenancy, host, port, app=app, on_ready=on_ready, **log_fields
+    )
 
 
 class _UdpCore:

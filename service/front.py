@@ -128,4 +128,6 @@ async def run_front(tenancy: Tenancy, config: FrontConfig, host: str, port: int)
         host=host,
         max_connections=config.max_connections,
         app="front",
+        upstream=f"{config.upstream_host}:{config.upstream_port}",
+        source=config.source,
     )

@@ -22,17 +22,23 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from labkit import Capture, lab, python_in, require, run_in, wait_port
+from labkit import Capture, fresh_status, lab, python_in, require, run_in, send_frames, wait_port
 
 from cjb.common.netlink import netns
+from cjb.common.netlink.real import RealKernel
+from cjb.common.packet.ethernet import BROADCAST_MAC, ETHERTYPE_IPV4, build_ethernet
+from cjb.common.packet.ipv4 import build_ipv4
+from cjb.common.packet.transport import build_udp
 from cjb.lab.state import LabState
 from cjb.service.tenant_address import client_address
 
@@ -413,7 +419,63 @@ def test_blocking_tcp_api(apps: Apps) -> None:
     refused = python_in(
         apps.service,
         "import socket; s = socket.create_connection(('::1', 7002), timeout=5); "
-        "s.sendall(b'hi'); print(repr(s.recv(100)))",
+        "print(repr(s.recv(100)))",
     )
     assert refused.stdout.strip() == "b''", refused.stdout + refused.stderr
     assert '"event":"refused"' in (apps.workdir / "blocking-tcp.log").read_text()
+
+
+def _dhcp_discover(mac: bytes) -> bytes:
+    """A DHCPDISCOVER as a client without an address sends it (RFC 2131 §4.4.1)."""
+    bootp = struct.pack("!BBBBIHH", 1, 1, 6, 0, 0x5EED, 0, 0x8000) + bytes(16) + mac + bytes(202)
+    options = b"\x63\x82\x53\x63" + b"\x35\x01\x01" + b"\xff"  # cookie, DHCPDISCOVER, end
+    payload = bootp + options
+    udp = build_udp(68, 67, 8 + len(payload)) + payload
+    ip = build_ipv4(
+        tos=0, total_length=20 + len(udp), identification=1, flags_offset=0, ttl=64,
+        protocol=17, src=bytes(4), dst=b"\xff" * 4,
+    )  # fmt: skip
+    return build_ethernet(BROADCAST_MAC, mac, ETHERTYPE_IPV4) + ip + udp
+
+
+def _drops(state: LabState) -> dict[str, int]:
+    drops: dict[str, int] = fresh_status(state)["tenants"]["tenant1"]["router"]["drops"]
+    return drops
+
+
+NETBIOS_BROADCAST = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+for _ in range(5):
+    s.sendto(b"\x12\x34" + bytes(48), ("192.168.0.255", 137))  # the subnet broadcast
+"""
+
+
+def test_broadcast_services_stop_at_the_translator_and_are_counted(apps: Apps) -> None:
+    """What docs/applications.md says cannot cross: DHCP (from 0.0.0.0, to broadcast) and
+    IPv4 broadcast from an addressed host (NetBIOS name service), dropped and counted."""
+    with RealKernel() as kernel:
+        mac = kernel.links(apps.site(1))["eth0"].mac
+    service_link = _service_ifname(apps, 1)
+    before = _drops(apps.state)
+    capture = Capture(apps.service, [service_link])
+    try:
+        send_frames(apps.site(1), "eth0", [_dhcp_discover(bytes.fromhex(mac.replace(":", "")))] * 5)
+        sent = python_in(apps.site(1), NETBIOS_BROADCAST)
+        assert sent.returncode == 0, sent.stderr
+        reasons = ("address-not-translatable", "broadcast")
+        deadline = time.monotonic() + 10
+        while True:  # the status file is rewritten once a second
+            after = _drops(apps.state)
+            grew = {k: after.get(k, 0) - before.get(k, 0) for k in reasons}
+            if min(grew.values()) >= 5 or time.monotonic() > deadline:
+                break
+        frames = capture.drain()[service_link]
+    finally:
+        capture.close()
+    assert grew == {"address-not-translatable": 5, "broadcast": 5}, (before, after)
+    udp_ports = {
+        int.from_bytes(f[56:58], "big") for f in frames if f[12:14] == b"\x86\xdd" and f[20] == 17
+    }
+    assert not udp_ports & {67, 137}, udp_ports
