@@ -34,16 +34,21 @@ async def watch_directory(tenancy: Tenancy) -> None:
     """Poll the directory file for ever (run as a task); logs reloads and failures."""
     while True:
         await asyncio.sleep(tenancy.seconds_until_poll())
-        outcome = tenancy.poll()
-        if isinstance(outcome, Reloaded):
-            logfmt.log(
-                logfmt.EVENTS,
-                "directory_reloaded",
-                path=tenancy.path,
-                tenants=len(outcome.directory.entries),
-            )
-        elif isinstance(outcome, ReloadFailed):
-            logfmt.log(logfmt.EVENTS, "directory_reload_failed", message=outcome.message)
+        poll_and_log(tenancy)
+
+
+def poll_and_log(tenancy: Tenancy) -> None:
+    """Poll the directory file once; log a reload or a failed one."""
+    outcome = tenancy.poll()
+    if isinstance(outcome, Reloaded):
+        logfmt.log(
+            logfmt.EVENTS,
+            "directory_reloaded",
+            path=tenancy.path,
+            tenants=len(outcome.directory.entries),
+        )
+    elif isinstance(outcome, ReloadFailed):
+        logfmt.log(logfmt.EVENTS, "directory_reload_failed", message=outcome.message)
 
 
 def sockaddr_for(

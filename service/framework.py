@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from cjb.service import datagram, logfmt
-from cjb.service.aio import ConnectionLimit, listen_socket, serve_tenancy, watch_directory
+from cjb.service.aio import (
+    ConnectionLimit,
+    listen_socket,
+    poll_and_log,
+    serve_tenancy,
+    watch_directory,
+)
 from cjb.service.directory import LinkKind
 from cjb.service.resolve import Known, Resolution
 from cjb.service.tenancy import Tenancy
@@ -190,7 +196,8 @@ async def serve_udp(
     app: str = "udp",
     on_ready: Callable[[], Awaitable[None] | None] | None = None,
 ) -> None:
-    """Answer datagrams on [host]:port with `handler` until cancelled."""
+    """Answer datagrams on [host]:port with `handler` until cancelled; one at a time (an
+    async handler is awaited before the next datagram is read)."""
     tenancy = _tenancy(tenancy, directory)
     core = _UdpCore(tenancy, app)
     loop = asyncio.get_running_loop()
@@ -236,7 +243,7 @@ def _wake(queue: asyncio.Queue[None]) -> None:
 def _poll_tenancy(tenancy: Tenancy, stop: threading.Event | None) -> float:
     """Poll the directory when due; how long the caller may wait for I/O meanwhile."""
     if tenancy.seconds_until_poll() <= 0:
-        tenancy.poll()
+        poll_and_log(tenancy)
     return min(tenancy.seconds_until_poll(), 0.2 if stop is not None else 1.0)
 
 
