@@ -1,10 +1,11 @@
 """A UDP socket that answers from the address it was asked on (IPV6_PKTINFO, RFC 3542 §6).
 
 A server on ``[::]:port`` receives every tenant's datagrams on one socket. Its reply must
-leave with the very source address the request was sent to: the tenant's client only knows
-the service address (``fe80::c0a8:64`` = ``192.168.0.100`` after translation), and the
-translator can only map an ``fe80::<IPv4>`` source back to the LAN. Left to itself the
-kernel would pick any address of the link (its own EUI-64 one, say). So the socket asks for
+leave with the very source address the request was sent to: the tenant's client asked
+the service address (``fe80::c0a8:64`` = ``192.168.0.100`` after translation) and drops
+an answer from any other address. Left to itself the kernel picks the source by
+RFC 6724 address selection, e.g. a second service address ``fe80::c0a8:b`` (192.168.0.11) on
+the same link that shares a longer prefix with the client. So the socket asks for
 IPV6_RECVPKTINFO, and each reply carries the request's destination and interface in an
 IPV6_PKTINFO control message; the peer's scope id sends it out of the right link only.
 """
