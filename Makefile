@@ -58,7 +58,7 @@ lint: setup
 typecheck: setup
 	mkdir -p .typecheck/cjb
 	for d in common gateway appliance service lab cli; do ln -sfn ../../$$d .typecheck/cjb/$$d; done
-	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml cjb/common cjb/gateway/xlat cjb/gateway/control cjb/appliance/*.py
+	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml cjb/common cjb/gateway cjb/appliance cjb/service cjb/lab cjb/cli
 
 bench: setup
 	$(PY) bench/xlat_core.py
