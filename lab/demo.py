@@ -62,8 +62,9 @@ def parse_response(url: str, out: str) -> Fetch:
         if sep:
             headers[name.strip().lower()] = value.strip()
     m = TENANT_IN_PAGE.search(body)
-    lines = body.strip().splitlines()
-    title = m.group(0) if m else lines[0][:60] if lines else head.splitlines()[0][:60] if head else ""
+    # The greeting; else the page's first line (e.g. a 403's reason); else the status line.
+    first = (body.strip() or head).splitlines()
+    title = m.group(0) if m else first[0][:60] if first else ""
     return Fetch(
         url,
         m.group(1) if m else None,
@@ -76,9 +77,7 @@ def parse_response(url: str, out: str) -> Fetch:
 
 def curl(ns: str, url: str, timeout: float = 5.0) -> Fetch:
     with netns(ns):
-        proc = subprocess.run(
-            curl_argv(url, timeout), capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run(curl_argv(url, timeout), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return Fetch(url, None, f"curl exit {proc.returncode}: {proc.stderr.strip()[:60]}")
     return parse_response(url, proc.stdout)

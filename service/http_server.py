@@ -111,12 +111,12 @@ class ReferenceServer(ConnectionLimit):
             return Refusal(msg, ifname, peer), leftover
         # The front resolved the interface on this host: the directory says which link it is.
         binding = self.tenancy.directory.binding(ifname) if ifname else None
-        path = (
+        via: site.PathKind | None = (
             site.PATH_OF_LINK[binding.link]
             if binding is not None and binding.entry.tenant == tenant
             else None
         )
-        return site.Visitor(tenant, ifname or "?", peer, path), leftover
+        return site.Visitor(tenant, ifname or "?", peer, via), leftover
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         identity, leftover = await self._identify(reader, writer)

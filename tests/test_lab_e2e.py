@@ -9,13 +9,15 @@ translator, VNI spoofing, the agent's repair loop, and nothing left after `down`
               │ wan0 fd63:6a62::2
             gateway   nft VNI binding; worker: vx-tenantK <-> translator <-> sl-tenantK
               │ veth                                  (IPv6 as is) <-> nl-tenantK
-            service   tenantK fe80::c0a8:64 | n-tenantK own link-local; `cjb service serve`
+            service   tenantK fe80::c0a8:64 | n-tenantK fe80::c0a8:64 + own link-local;
+                      `cjb service serve` on [::]:80
 
 One lab is shared by the module (fixture); the same-MAC and teardown checks build their own.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -41,9 +43,10 @@ from labkit import (
 from cjb.common.netlink import netns
 from cjb.common.netlink.real import RealKernel
 from cjb.lab import procs
-from cjb.lab.control import down, up
+from cjb.lab.control import down, native_link_local, up
 from cjb.lab.demo import crossed, run_demo
 from cjb.lab.state import LabState
+from cjb.lab.topology import tenant_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -57,15 +60,42 @@ def lab3() -> Iterator[LabState]:
 
 
 def _fig7(state: LabState) -> None:
+    """The paper's two commands, with real curl in every site's namespace: each answer
+    greets the site's own tenant and comes from that tenant's link of the path it took."""
     rows = run_demo(state)
     assert not crossed(rows), crossed(rows)
-    for row in rows:
-        assert row.translated.tenant == row.tenant, row.translated
-        assert row.native.tenant == row.tenant, row.native
+    for k, row in enumerate(rows, 1):
+        tenant = tenant_name(k)
+        assert row.tenant == tenant
+        for fetch, ifname, path in (
+            (row.translated, tenant, "translated"),
+            (row.native, f"n-{tenant}", "native"),
+        ):
+            assert fetch.tenant == tenant, fetch
+            assert fetch.header_tenant == tenant, fetch
+            assert (fetch.ifname, fetch.path) == (ifname, path), fetch
+        assert row.ok
 
 
 def test_fig7_identical_ips(lab3: LabState) -> None:
     _fig7(lab3)
+
+
+def test_fig7_native_commands_as_the_readme_writes_them(lab3: LabState) -> None:
+    """`curl -g 'http://[fe80::192.168.0.100%eth0]/'` as written (no -i, no port), and the
+    native path to the service host's other link-local address (kernel-generated), which
+    the link keeps besides fe80::c0a8:64."""
+    for k in range(1, lab3.tenants + 1):
+        site = lab3.namespaces[f"site{k}"]
+        own = native_link_local(lab3, k)
+        assert own is not None and own != ipaddress.IPv6Address("fe80::c0a8:64")
+        for url in ("http://[fe80::192.168.0.100%eth0]/", f"http://[{own}%eth0]/"):
+            out = run_in(site, ["curl", "-g", "-m", "5", url], timeout=20)
+            assert out.returncode == 0, (url, out.stderr)
+            assert f"Hello, tenant tenant{k}</h1>" in out.stdout, (url, out.stdout)
+            headers = run_in(site, ["curl", "-g", "-sS", "-m", "5", "-I", url], timeout=20)
+            assert f"x-cjb-interface: n-tenant{k}\r\n" in headers.stdout, headers.stdout
+            assert "x-cjb-path: native\r\n" in headers.stdout, headers.stdout
 
 
 def test_fig7_identical_ips_and_macs() -> None:
