@@ -94,8 +94,8 @@ def test_fig7_native_commands_as_the_readme_writes_them(lab3: LabState) -> None:
             assert out.returncode == 0, (url, out.stderr)
             assert f"Hello, tenant tenant{k}</h1>" in out.stdout, (url, out.stdout)
             headers = run_in(site, ["curl", "-g", "-sS", "-m", "5", "-I", url], timeout=20)
-            assert f"x-cjb-interface: n-tenant{k}\r\n" in headers.stdout, headers.stdout
-            assert "x-cjb-path: native\r\n" in headers.stdout, headers.stdout
+            assert f"x-cjb-interface: n-tenant{k}\n" in headers.stdout, headers.stdout
+            assert "x-cjb-path: native\n" in headers.stdout, headers.stdout
 
 
 def test_fig7_identical_ips_and_macs() -> None:
