@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,21 +82,33 @@ def test_fig7_identical_ips(lab3: LabState) -> None:
     _fig7(lab3)
 
 
-def test_fig7_native_commands_as_the_readme_writes_them(lab3: LabState) -> None:
-    """`curl -g 'http://[fe80::192.168.0.100%eth0]/'` as written (no -i, no port), and the
-    native path to the service host's other link-local address (kernel-generated), which
-    the link keeps besides fe80::c0a8:64."""
+def test_fig7_native_commands_as_the_readme_writes_them(lab3: LabState, tmp_path: Path) -> None:
+    """`cjb lab exec siteK -- curl -g 'http://[fe80::192.168.0.100%eth0]/'` as the README
+    writes it, and the native path to the service host's other link-local address (the
+    kernel-generated one), which the native link keeps besides fe80::c0a8:64."""
+    # `cjb lab exec` takes the newest run under CJB_LAB_ROOT: a root holding only this one,
+    # so that other labs on the machine cannot be picked instead.
+    root = tmp_path / "lab-root"
+    root.mkdir()
+    (root / lab3.run_id).symlink_to(lab3.run_dir)
+    env = {**os.environ, "CJB_LAB_ROOT": str(root)}
+    readme_url = "http://[fe80::192.168.0.100%eth0]/"
     for k in range(1, lab3.tenants + 1):
         site = lab3.namespaces[f"site{k}"]
+        cli = [sys.executable, "-m", "cjb.cli", "lab", "exec", f"site{k}", "--"]
+        out = subprocess.run(
+            [*cli, "curl", "-g", readme_url], capture_output=True, text=True, env=env, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"<h1>Hello, tenant tenant{k}</h1>" in out.stdout, out.stdout
         own = native_link_local(lab3, k)
         assert own is not None and own != ipaddress.IPv6Address("fe80::c0a8:64")
-        for url in ("http://[fe80::192.168.0.100%eth0]/", f"http://[{own}%eth0]/"):
-            out = run_in(site, ["curl", "-g", "-m", "5", url], timeout=20)
-            assert out.returncode == 0, (url, out.stderr)
-            assert f"Hello, tenant tenant{k}</h1>" in out.stdout, (url, out.stdout)
-            headers = run_in(site, ["curl", "-g", "-sS", "-m", "5", "-I", url], timeout=20)
-            assert f"x-cjb-interface: n-tenant{k}\n" in headers.stdout, headers.stdout
-            assert "x-cjb-path: native\n" in headers.stdout, headers.stdout
+        for url in (readme_url, f"http://[{own}%eth0]/"):
+            head = run_in(site, ["curl", "-g", "-sS", "-m", "5", "-I", url], timeout=20)
+            assert head.returncode == 0, (url, head.stderr)
+            assert f"x-cjb-tenant: tenant{k}\n" in head.stdout, head.stdout
+            assert f"x-cjb-interface: n-tenant{k}\n" in head.stdout, head.stdout
+            assert "x-cjb-path: native\n" in head.stdout, head.stdout
 
 
 def test_fig7_identical_ips_and_macs() -> None:
