@@ -144,13 +144,18 @@ def exec_(node: str, argv: tuple[str, ...]) -> None:
         raise _fail(exc) from None
 
 
-@lab.command()
+@lab.command(short_help="Every site curls the service by both paths (the paper's Fig. 7).")
 @click.option("--tenants", default=3, show_default=True, type=click.IntRange(1, 200))
 @click.option("--same-mac", is_flag=True)
 @transport_option
 def demo(tenants: int, same_mac: bool, transport: str) -> None:
-    """Fig. 7: each site (all 192.168.0.10) fetches its page via both paths; then
-    discovery both ways (a site finds its cloud service, the service host its printer)."""
+    """Run the paper's Fig. 7 on the lab (up if needed): every site curls both paths.
+
+    Every site (all at 192.168.0.10) runs `curl http://192.168.0.100:80/` (translated path)
+    and `curl -g 'http://[fe80::192.168.0.100%eth0]:80/'` (native IPv6 path); the table shows
+    each answer's page and the service host's interface that answered. Then discovery both
+    ways (a site finds its cloud service, the service host its printer). Exit 2 if any site
+    got another tenant's answer, 1 if a fetch or browse failed."""
     from cjb.lab.control import up as lab_up
     from cjb.lab.demo import crossed, render, run_demo
     from cjb.lab.state import current

@@ -332,8 +332,10 @@ def exec_in(state: LabState, node: str, argv: list[str]) -> None:
 
 
 def native_link_local(state: LabState, k: int) -> ipaddress.IPv6Address | None:
-    """The service host's own link-local address on tenant K's native IPv6 link."""
+    """The service host's kernel-generated link-local address on tenant K's native IPv6
+    link: the one besides fe80::<service IPv4>, which that link holds too."""
     from cjb.gateway.dataplane.config import native_ifname
+    from cjb.lab.topology import SERVICE_LINK_LOCAL
 
     ifname = native_ifname(tenant_name(k))
     with RealKernel() as kernel:
@@ -342,6 +344,6 @@ def native_link_local(state: LabState, k: int) -> ipaddress.IPv6Address | None:
         except Exception:
             return None
     for a in addresses:
-        if a.version == 6 and a.ip.is_link_local:
+        if a.version == 6 and a.ip.is_link_local and a.ip != SERVICE_LINK_LOCAL:
             return ipaddress.IPv6Address(a.ip)
     return None

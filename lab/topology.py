@@ -18,7 +18,7 @@
                   vx-tenantK ─ worker (translator) ─ sl-tenantK ── veth ──┐
                   (IPv6 frames untranslated)       ─ nl-tenantK ── veth ──┤
                                                                          service
-                          tenantK: fe80::c0a8:64 only    n-tenantK: own link-local
+                  tenantK: fe80::c0a8:64 only   n-tenantK: fe80::c0a8:64 + own link-local
                           `cjb service serve` on [::]:80, tenant = scope id
 
 Namespace names are `cjblab<runid>-<node>`; links live only inside them, so deleting the
@@ -46,6 +46,8 @@ NS_PATTERN = r"^cjblab[0-9a-f]{4}-"
 WG_PREFIX = "wgl"  # + run id: every WireGuard interface of a lab run
 LAN_ADDRESS = ipaddress.IPv4Interface("192.168.0.10/24")
 SERVICE_IPV4 = ipaddress.IPv4Address("192.168.0.100")
+# The service host's address on every tenant link, service and native alike.
+SERVICE_LINK_LOCAL = ipaddress.IPv6Address(f"fe80::{SERVICE_IPV4}")
 # Discovery (issue 5, enrolled lab only): the appliance's own address on its LAN bridge (the
 # relay announces from it; .2 is outside the agent's ARP-probed .100 and the client .10) and
 # each site's LAN printer (a second address on the site's eth0: fe80::c0a8:14 in the cloud).

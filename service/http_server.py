@@ -2,7 +2,8 @@
 
 HTTP parsing is h11 (sans-IO); this module is the asyncio adapter around it and `site`.
 The tenant comes from the connection's scope id, or — with `proxy_protocol` — from the
-CJB tenant TLV of a PROXY v2 header sent by `cjb service front`.
+CJB tenant TLV of a PROXY v2 header sent by `cjb service front`. Answers to a tenant carry
+X-CJB-Tenant, X-CJB-Interface and X-CJB-Path (translated or native) headers.
 
 Limits: request head <= `max_header_bytes` (431 beyond), no request body (413), only GET and
 HEAD (405), a complete request head within `request_timeout` (408 or a silent close when idle),
@@ -77,7 +78,8 @@ class ReferenceServer(ConnectionLimit):
         if not self.config.proxy_protocol:
             result = self.tenancy.resolve(peername)
             if isinstance(result, Known):
-                return site.Visitor(result.tenant, result.ifname, result.peer_text), b""
+                path = site.PATH_OF_LINK[result.link]
+                return site.Visitor(result.tenant, result.ifname, result.peer_text, path), b""
             peer = (
                 result.peer_host if result.ifname is None else f"{result.peer_host}%{result.ifname}"
             )
@@ -112,7 +114,14 @@ class ReferenceServer(ConnectionLimit):
         if self.tenancy.directory.by_tenant(tenant) is None:
             msg = f"unknown tenant {tenant!r} (interface {ifname}): not in the tenant directory"
             return Refusal(msg, ifname, peer), leftover
-        return site.Visitor(tenant, ifname or "?", peer), leftover
+        # The front resolved the interface on this host: the directory says which link it is.
+        binding = self.tenancy.directory.binding(ifname) if ifname else None
+        via: site.PathKind | None = (
+            site.PATH_OF_LINK[binding.link]
+            if binding is not None and binding.entry.tenant == tenant
+            else None
+        )
+        return site.Visitor(tenant, ifname or "?", peer, via), leftover
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         identity, leftover = await self._identify(reader, writer)
@@ -241,6 +250,8 @@ class ReferenceServer(ConnectionLimit):
             ("content-type", reply.content_type),
             ("content-length", str(len(reply.body))),
         ]
+        if isinstance(identity, site.Visitor):
+            headers += site.identity_headers(identity)
         if close:
             headers.append(("connection", "close"))
         reason = HTTPStatus(reply.status).phrase.encode()
@@ -263,13 +274,14 @@ class ReferenceServer(ConnectionLimit):
         sent: int,
         started: float,
     ) -> None:
-        tenant = identity.tenant if isinstance(identity, site.Visitor) else None
+        visitor = identity if isinstance(identity, site.Visitor) else None
         ifname, peer = identity.ifname, identity.peer_text
         logfmt.log(
             logfmt.ACCESS,
             "access",
-            tenant=tenant,
+            tenant=None if visitor is None else visitor.tenant,
             ifname=ifname,
+            path=None if visitor is None else visitor.path,
             peer=peer,
             method=None if request is None else request.method.decode("ascii", "replace"),
             target=None if request is None else request.target.decode("ascii", "replace"),

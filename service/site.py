@@ -1,7 +1,9 @@
 """What the reference server answers, given who asked and what (no sockets, no asyncio).
 
 Each tenant's pages live in ``DOCROOT/<tenant>/``; a tenant without that folder gets a
-generated default page naming the tenant, its interface and the peer (``addr%ifname``).
+generated default page naming the tenant, its interface, the path it came by and the peer
+(``addr%ifname``). Every answer to a known tenant also names them in headers (`identity_headers`),
+so a client can tell which link answered even when the tenant has pages of its own.
 Paths are confined to the tenant's folder (no ``..``, no symlink escape).
 """
 
@@ -12,9 +14,22 @@ import mimetypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from cjb.service.directory import LinkKind
+
 MAX_FILE_BYTES = 16 * 1024 * 1024
+
+# How a request reached the service host: "translated" = a LAN client's IPv4, turned into
+# IPv6 by the gateway and delivered on the tenant's service link; "native" = the LAN's own
+# IPv6, delivered as is on the tenant's native link.
+PathKind = Literal["translated", "native"]
+PATH_OF_LINK: dict[LinkKind, PathKind] = {"service": "translated", "native": "native"}
+
+HEADER_TENANT = "x-cjb-tenant"
+HEADER_INTERFACE = "x-cjb-interface"
+HEADER_PATH = "x-cjb-path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +39,24 @@ class Visitor:
     tenant: str
     ifname: str
     peer_text: str
+    path: PathKind | None = None  # None: not known (an interface the directory does not list)
+
+
+def identity_headers(visitor: Visitor) -> list[tuple[str, str]]:
+    """Response headers naming who was served and where: tenant, interface, path."""
+    return [
+        (HEADER_TENANT, visitor.tenant),
+        (HEADER_INTERFACE, visitor.ifname),
+        (HEADER_PATH, visitor.path or "unknown"),
+    ]
+
+
+def _path_text(path: PathKind | None) -> str:
+    if path == "translated":
+        return "the translated path (IPv4 on the LAN, IPv6 here)"
+    if path == "native":
+        return "the native IPv6 path"
+    return "an unknown path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +78,7 @@ def default_page(visitor: Visitor) -> bytes:
         f"<title>CJB tenant {t}</title></head>\n<body>\n"
         f"<h1>Hello, tenant {t}</h1>\n"
         f"<p>This is the CJB reference server. You reached it on interface <b>{i}</b>"
-        f" from <code>{p}</code>.</p>\n"
+        f" by {_path_text(visitor.path)} from <code>{p}</code>.</p>\n"
         f"<p>Tenant {t} has no index.html of its own; this page is generated.</p>\n"
         "</body></html>\n"
     ).encode()

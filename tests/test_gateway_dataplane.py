@@ -98,6 +98,7 @@ netns svc
   link globex kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:08:01
     addr fe80::c0a8:64/64
   link n-acme kind=veth mtu=1500 master=- up alias=cjb:gw mac=02:c7:00:00:07:02
+    addr fe80::c0a8:64/64
 """
 
 

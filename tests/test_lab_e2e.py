@@ -9,13 +9,15 @@ translator, VNI spoofing, the agent's repair loop, and nothing left after `down`
               │ wan0 fd63:6a62::2
             gateway   nft VNI binding; worker: vx-tenantK <-> translator <-> sl-tenantK
               │ veth                                  (IPv6 as is) <-> nl-tenantK
-            service   tenantK fe80::c0a8:64 | n-tenantK own link-local; `cjb service serve`
+            service   tenantK fe80::c0a8:64 | n-tenantK fe80::c0a8:64 + own link-local;
+                      `cjb service serve` on [::]:80
 
 One lab is shared by the module (fixture); the same-MAC and teardown checks build their own.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,9 +44,10 @@ from labkit import (
 from cjb.common.netlink import netns
 from cjb.common.netlink.real import RealKernel
 from cjb.lab import procs
-from cjb.lab.control import down, up
+from cjb.lab.control import down, native_link_local, up
 from cjb.lab.demo import crossed, run_demo
 from cjb.lab.state import LabState
+from cjb.lab.topology import tenant_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -57,15 +61,54 @@ def lab3() -> Iterator[LabState]:
 
 
 def _fig7(state: LabState) -> None:
+    """The paper's two commands, with real curl in every site's namespace: each answer
+    greets the site's own tenant and comes from that tenant's link of the path it took."""
     rows = run_demo(state)
     assert not crossed(rows), crossed(rows)
-    for row in rows:
-        assert row.translated.tenant == row.tenant, row.translated
-        assert row.native.tenant == row.tenant, row.native
+    for k, row in enumerate(rows, 1):
+        tenant = tenant_name(k)
+        assert row.tenant == tenant
+        for fetch, ifname, path in (
+            (row.translated, tenant, "translated"),
+            (row.native, f"n-{tenant}", "native"),
+        ):
+            assert fetch.tenant == tenant, fetch
+            assert fetch.header_tenant == tenant, fetch
+            assert (fetch.ifname, fetch.path) == (ifname, path), fetch
+        assert row.ok
 
 
 def test_fig7_identical_ips(lab3: LabState) -> None:
     _fig7(lab3)
+
+
+def test_fig7_native_commands_as_the_readme_writes_them(lab3: LabState, tmp_path: Path) -> None:
+    """`cjb lab exec siteK -- curl -g 'http://[fe80::192.168.0.100%eth0]/'` as the README
+    writes it, and the native path to the service host's other link-local address (the
+    kernel-generated one), which the native link keeps besides fe80::c0a8:64."""
+    # `cjb lab exec` takes the newest run under CJB_LAB_ROOT: a root holding only this one,
+    # so that other labs on the machine cannot be picked instead.
+    root = tmp_path / "lab-root"
+    root.mkdir()
+    (root / lab3.run_id).symlink_to(lab3.run_dir)
+    env = {**os.environ, "CJB_LAB_ROOT": str(root)}
+    readme_url = "http://[fe80::192.168.0.100%eth0]/"
+    for k in range(1, lab3.tenants + 1):
+        site = lab3.namespaces[f"site{k}"]
+        cli = [sys.executable, "-m", "cjb.cli", "lab", "exec", f"site{k}", "--"]
+        out = subprocess.run(
+            [*cli, "curl", "-g", readme_url], capture_output=True, text=True, env=env, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"<h1>Hello, tenant tenant{k}</h1>" in out.stdout, out.stdout
+        own = native_link_local(lab3, k)
+        assert own is not None and own != ipaddress.IPv6Address("fe80::c0a8:64")
+        for url in (readme_url, f"http://[{own}%eth0]/"):
+            head = run_in(site, ["curl", "-g", "-sS", "-m", "5", "-I", url], timeout=20)
+            assert head.returncode == 0, (url, head.stderr)
+            assert f"x-cjb-tenant: tenant{k}\n" in head.stdout, head.stdout
+            assert f"x-cjb-interface: n-tenant{k}\n" in head.stdout, head.stdout
+            assert "x-cjb-path: native\n" in head.stdout, head.stdout
 
 
 def test_fig7_identical_ips_and_macs() -> None:

@@ -133,6 +133,8 @@ def test_fig7_through_enrolled_wireguard(lab: LabState) -> None:
     for row in rows:
         assert row.translated.tenant == row.tenant, row.translated.detail
         assert row.native.tenant == row.tenant, row.native.detail
+        # ... from the tenant's own interface of each path (X-CJB-Interface, X-CJB-Path).
+        assert row.ok, (row.translated, row.native)
     status = labkit.fresh_status(lab)
     assert status["transport"] == "wireguard"
     for k in range(1, TENANTS + 1):

@@ -24,7 +24,7 @@ from cjb.service.watch import DirectoryWatcher, FileStamp
 DOC = {
     "version": 1,
     "tenants": {
-        "ta": {"tenant": "acme", "service_ipv4": "192.168.0.100"},
+        "ta": {"tenant": "acme", "service_ipv4": "192.168.0.100", "native_ifname": "ta6"},
         "tb": {"tenant": "globex", "service_ipv4": "192.168.0.100"},
     },
 }
@@ -106,6 +106,42 @@ def test_tenant_without_docroot_gets_generated_page(docroot: Path) -> None:
     assert status_of(out) == 200
     body = body_of(out)
     assert b"tenant globex" in body and b"<b>tb</b>" in body and b"fe80::c0a8:a%tb" in body
+
+
+def headers_of(response: bytes) -> dict[str, str]:
+    head = response.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]
+    return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head)}
+
+
+@pytest.mark.parametrize(
+    ("ifname", "path"), [("ta", "translated"), ("ta6", "native"), ("tb", "unknown")]
+)
+def test_answer_names_tenant_interface_and_path(
+    docroot: Path, ifname: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also for a tenant's own pages, which say nothing of where they were fetched from;
+    an interface the directory binds to another tenant is no path of this one."""
+    caplog.set_level(logging.INFO, logger="cjb.service.access")
+    out = exchange(ServerConfig(docroot, proxy_protocol=True), proxy_header("acme", ifname) + get())
+    assert status_of(out) == 200 and body_of(out) == b"<h1>acme's own page</h1>\n"
+    headers = headers_of(out)
+    assert headers["x-cjb-tenant"] == "acme"
+    assert headers["x-cjb-interface"] == ifname
+    assert headers["x-cjb-path"] == path
+    [line] = access_lines(caplog)
+    assert line["path"] == (None if path == "unknown" else path)
+
+
+def test_generated_page_names_the_native_path() -> None:
+    page = site.default_page(site.Visitor("acme", "ta6", "fe80::1%ta6", "native"))
+    assert b"<b>ta6</b> by the native IPv6 path" in page
+    page = site.default_page(site.Visitor("acme", "ta", "fe80::c0a8:a%ta", "translated"))
+    assert b"<b>ta</b> by the translated path" in page
+
+
+def test_refusal_names_no_tenant_in_headers(docroot: Path) -> None:
+    out = exchange(ServerConfig(docroot), get())
+    assert status_of(out) == 403 and "x-cjb-tenant" not in headers_of(out)
 
 
 def test_unknown_tenant_is_403_naming_the_interface(docroot: Path) -> None:

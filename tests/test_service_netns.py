@@ -213,6 +213,7 @@ def test_same_client_address_two_tenants_by_scope_id(lab: Lab) -> None:
         ("globex", "tb", 200),
     }
     assert {x["peer"] for x in lines} == {f"{CLIENT_ADDR}%ta", f"{CLIENT_ADDR}%tb"}
+    assert {x["path"] for x in lines} == {"translated"}  # ta, tb are service links
 
     # The gateway drops tenant globex (atomic rename): the running server notices by itself.
     doc = json.loads(directory.read_text())

@@ -7,6 +7,7 @@ between our processes (DESIGN §6). Children forked inside `netns()` inherit the
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -17,9 +18,12 @@ from cjb.common.netlink.kernel import NetlinkError
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_run_dir_shared = False
 
 
 def netns_path(name: str) -> str:
@@ -68,6 +72,30 @@ def netns_inode(name: str) -> int | None:
         return None
 
 
+def _shared_run_dir() -> None:
+    """Make /run/netns a shared mount point of its own, as `ip netns add` does.
+
+    If it is a plain directory when our namespaces are mounted in it, a later `ip netns add`
+    bind-mounts /run/netns over itself: each of our mounts then exists twice, the original
+    hidden under the new mount, and `remove_netns` can only reach the visible copy (the
+    name stays, busy, and the namespace lives on). Done first, `ip` finds the mount point.
+    """
+    global _run_dir_shared
+    if _run_dir_shared:  # once per process: the flag change walks every mount below it
+        return
+    run_dir = NETNS_RUN_DIR.encode()
+    if _libc.mount(b"none", run_dir, None, MS_SHARED | MS_REC, None) == 0:
+        _run_dir_shared = True
+        return
+    if ctypes.get_errno() != errno.EINVAL:  # EINVAL: not a mount point yet
+        raise NetlinkError(f"make {NETNS_RUN_DIR} shared: {os.strerror(ctypes.get_errno())}")
+    if _libc.mount(run_dir, run_dir, None, MS_BIND | MS_REC, None) != 0:
+        raise NetlinkError(f"bind-mount {NETNS_RUN_DIR}: {os.strerror(ctypes.get_errno())}")
+    if _libc.mount(b"none", run_dir, None, MS_SHARED | MS_REC, None) != 0:
+        raise NetlinkError(f"make {NETNS_RUN_DIR} shared: {os.strerror(ctypes.get_errno())}")
+    _run_dir_shared = True
+
+
 def create_netns(name: str) -> None:
     """Create a named namespace like `ip netns add`, without forking.
 
@@ -76,6 +104,7 @@ def create_netns(name: str) -> None:
     `netns.create` forks a child that inherits our signal handlers; we avoid that.)
     """
     os.makedirs(NETNS_RUN_DIR, exist_ok=True)
+    _shared_run_dir()
     path = netns_path(name)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)

@@ -45,6 +45,10 @@ SERVICE_SYSCTLS = (
     ("ipv6.accept_dad", "0"),
 )
 
+# The service host's end of a native link: its kernel-generated link-local address plus
+# fe80::<service IPv4>, so a LAN client reaches the service at the same address on either
+# path. The same address on the service link is no duplicate: each link is its own zone
+# (RFC 4007), and the scope ID tells the application which link a peer came in on.
 NATIVE_SYSCTLS = (
     ("ipv6.accept_ra", "0"),
     ("ipv6.autoconf", "0"),
@@ -127,6 +131,7 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
                 VethPeer(of=t.native_port),
                 mtu=t.lan_mtu,
                 mac=service_mac(t.vni, NATIVE_LINK),
+                addresses=(t.service_address,),
                 sysctls=NATIVE_SYSCTLS,
                 offloads_off=not _vnet(t),
                 offloads_on=_vnet(t),
