@@ -22,6 +22,7 @@ from xlat_frames import (
     SVC_IP6,
     TO_LAN,
     TO_SERVICE,
+    assert_checksums,
     drop_only,
     icmp4_raw,
     icmp6_raw,
@@ -31,7 +32,6 @@ from xlat_frames import (
     only,
     residue,
     run,
-    scapy_rebuilds_same,
     svc_frame,
 )
 
@@ -78,7 +78,7 @@ def test_rfc7915_4_2_echo_to_icmpv6(t4: int, t6: int) -> None:
     v6, msg = _icmp6(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))
     assert (msg[0], msg[1]) == (t6, 0) and v6.nh == 58
     assert msg[4:] == bytes(pkt[ICMP])[4:]  # id, seq, data unchanged
-    assert scapy_rebuilds_same(bytes(Ether(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))))
+    assert_checksums(bytes(Ether(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))))
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_rfc7915_5_2_echo_to_icmpv4(cls: type, t4: int) -> None:
     _v4, msg = _icmp4(frame)
     assert (msg[0], msg[1]) == (t4, 0)
     assert msg[4:] == bytes(IPv6(bytes(pkt)).payload)[4:]
-    assert scapy_rebuilds_same(frame)
+    assert_checksums(frame)
 
 
 # ------------------------------------------------------------ §4.2 type/code table, v4 -> v6

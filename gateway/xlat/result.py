@@ -54,7 +54,7 @@ class DropReason(_FastHashEnum):
     NDP_NO_ARP_EQUIVALENT = "ndp-no-arp-equivalent"  # RS, RA, redirect
     MLD = "mld"  # MLD has no IPv4 counterpart on this link
     IGMP = "igmp"  # IGMP has no IPv6 counterpart here (RFC 7915 §4.2)
-    INTERNAL_ERROR = "internal-error"  # a translator bug; counted, never raised to the data path
+    INTERNAL_ERROR = "internal-error"  # a translator bug: counted, kept in Translator.errors
 
 
 # Emit and XlatResult are NamedTuples: as immutable as a frozen dataclass, and cheaper to
