@@ -391,34 +391,78 @@ def _sum16(data: bytes) -> int:
     return ones_complement_sum(data)
 
 
+def _padded(datagram: bytes, unit: int) -> bytes:
+    """RFC 4884 §4.1/§4.5: zero-padded to a multiple of `unit`, and to at least 128."""
+    size = max(128, -(-len(datagram) // unit) * unit)
+    return datagram + bytes(size - len(datagram))
+
+
+_LONG_V4 = bytes(IP(src=SVC_IP, dst=LAN_IP, ttl=3) / UDP(sport=53, dport=4000) / bytes(171))
+_LONG_V6 = bytes(IPv6(src=LAN_IP6, dst=SVC_IP6, hlim=3) / UDP(sport=4000, dport=53) / bytes(151))
+
+
+@pytest.mark.parametrize(
+    ("original", "words6"),
+    [(QUOTED_V4, 16), (_LONG_V4, 28)],  # 29 -> 49 bytes, padded to 128; 199 -> 219 -> 224
+    ids=["short", "long"],
+)
 @pytest.mark.parametrize(("t4", "c4", "t6", "c6"), [(11, 0, 3, 0), (3, 3, 1, 4)])
-def test_rfc4884_extension_kept_4to6(t4: int, c4: int, t6: int, c6: int) -> None:
-    original = QUOTED_V4 + bytes(128 - len(QUOTED_V4))  # padded to 128 (RFC 4884 §4.1)
-    rest = bytes((0, 128 // 4, 0, 0))  # length in 32-bit words at byte 5
+def test_rfc4884_extension_kept_4to6(
+    t4: int, c4: int, t6: int, c6: int, original: bytes, words6: int
+) -> None:
+    """RFC 7915 §4.2 "ICMP Error Payload" and RFC 4884 §4.1/§4.5: the extension stays, the
+    translated original datagram is zero-padded to 64 bits and at least 128 bytes, and the
+    ICMPv6 length (byte 4) counts 64-bit words; the ICMPv4 padding is not carried over."""
+    field4 = _padded(original, 4)
+    rest = bytes((0, len(field4) // 4, 0, 0))  # ICMPv4: length in 32-bit words at byte 5
     ext = _extension()
-    msg = icmp4_raw(t4, c4, rest, original + ext)
+    msg = icmp4_raw(t4, c4, rest, field4 + ext)
     frame = lan_frame(IP(src=ROUTER_IP, dst=SVC_IP, proto=1) / Raw(msg))
     _v6, out = _icmp6(only(run(frame, TO_SERVICE), Side.SERVICE))
     assert (out[0], out[1]) == (t6, c6)
-    words = out[4]  # ICMPv6: length in 64-bit words at byte 4 (RFC 4884 §4.5)
-    assert words * 8 >= 128 and words * 8 >= 128 + 20
-    assert out[8 + words * 8 :] == ext
-    assert IPv6(out[8:]).src == SVC_IP6
+    assert out[4] == words6
+    translated = bytes(IPv6(out[8:][: len(original) + 20]))
+    assert len(translated) == len(original) + 20 and IPv6(translated).src == SVC_IP6
+    assert out[8 + len(translated) : 8 + words6 * 8] == bytes(words6 * 8 - len(translated))
+    assert out[8 + words6 * 8 :] == ext
 
 
+@pytest.mark.parametrize(
+    ("original", "words4"),
+    [(QUOTED_V6, 32), (_LONG_V6, 45)],  # 49 -> 29 bytes, padded to 128; 199 -> 179 -> 180
+    ids=["short", "long"],
+)
 @pytest.mark.parametrize(("t6", "c6", "t4", "c4"), [(3, 0, 11, 0), (1, 4, 3, 3)])
-def test_rfc4884_extension_kept_6to4(t6: int, c6: int, t4: int, c4: int) -> None:
-    original = QUOTED_V6 + bytes(128 - len(QUOTED_V6))
-    rest = bytes((128 // 8, 0, 0, 0))
+def test_rfc4884_extension_kept_6to4(
+    t6: int, c6: int, t4: int, c4: int, original: bytes, words4: int
+) -> None:
+    """RFC 7915 §5.2 and RFC 4884 §4.1/§4.5: ICMPv6 length (byte 4, 64-bit words) in,
+    ICMPv4 length (byte 5, 32-bit words) out, the original datagram padded to 32 bits and
+    at least 128 bytes, the extension after it."""
+    field6 = _padded(original, 8)
+    rest = bytes((len(field6) // 8, 0, 0, 0))
     ext = _extension()
-    msg = icmp6_raw(t6, c6, rest, original + ext, ROUTER_IP6, LAN_IP6)
+    msg = icmp6_raw(t6, c6, rest, field6 + ext, ROUTER_IP6, LAN_IP6)
     frame = svc_frame(IPv6(src=ROUTER_IP6, dst=LAN_IP6, nh=58) / Raw(msg))
     _v4, out = _icmp4(only(run(frame, TO_LAN), Side.LAN))
     assert (out[0], out[1]) == (t4, c4)
-    words = out[5]  # ICMPv4: length in 32-bit words at byte 5
-    assert words * 4 >= 128
-    assert out[8 + words * 4 :] == ext
-    assert IP(out[8:]).src == LAN_IP
+    assert out[5] == words4 and out[4] == 0
+    size = len(original) - 20
+    assert IP(out[8:]).src == LAN_IP and IP(out[8:]).len == size
+    assert out[8 + size : 8 + words4 * 4] == bytes(words4 * 4 - size)
+    assert out[8 + words4 * 4 :] == ext
+
+
+def test_rfc4884_extension_dropped_where_the_type_has_no_length_field() -> None:
+    """RFC 4884 §4.5: ICMPv6 Packet Too Big and Parameter Problem have no length field, so
+    an ICMPv4 extension cannot follow them (RFC 7915 §4.2 maps frag-needed and parameter
+    problem to those); the original datagram is kept without padding."""
+    field4 = _padded(QUOTED_V4, 4)
+    for icmp_type, code, rest in ((3, 4, bytes((0, 32, 5, 0x78))), (12, 0, bytes((0, 32, 0, 0)))):
+        msg = icmp4_raw(icmp_type, code, rest, field4 + _extension())
+        frame = lan_frame(IP(src=ROUTER_IP, dst=SVC_IP, proto=1) / Raw(msg))
+        _v6, out = _icmp6(only(run(frame, TO_SERVICE), Side.SERVICE))
+        assert len(out) == 8 + len(QUOTED_V4) + 20
 
 
 def test_rfc4884_no_extension_length_zero() -> None:
