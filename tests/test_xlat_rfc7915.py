@@ -552,3 +552,74 @@ def test_rfc8200_4_5_ipv6_fragment_past_65535_is_dropped() -> None:
         v4 = Ether(emit.frame)[IP]
         assert v4.frag >= 8150
     assert result.drop is DropReason.FRAGMENT_INVALID
+
+
+# ------------------------------------------------------------ unknown upper layers
+
+
+@pytest.mark.parametrize(
+    "nh", [253, 254, 59, 51, 132], ids=["exp-253", "exp-254", "no-next", "ah", "sctp"]
+)
+def test_rfc7915_5_1_unknown_next_header_is_copied_to_protocol(nh: int) -> None:
+    """RFC 7915 §5.1 Protocol: the last Next Header of the chain, copied (RFC 3692/4727
+    reserve 253 and 254 for experiments); the payload crosses untouched."""
+    body = bytes(range(64))
+    pkt = ip6(nh=nh, hlim=17) / Raw(body)
+    out = Ether(only(run(svc_frame(pkt), TO_LAN), Side.LAN))
+    v4 = out[IP]
+    assert v4.proto == nh and v4.ttl == 17 and v4.len == 20 + len(body)
+    assert bytes(v4.payload)[: len(body)] == body
+    # behind skipped extension headers, and in a later fragment, too
+    chained = ip6() / IPv6ExtHdrDestOpt(nh=nh) / Raw(body)
+    assert Ether(only(run(svc_frame(chained), TO_LAN), Side.LAN))[IP].proto == nh
+    later = ip6() / IPv6ExtHdrFragment(id=3, offset=9, m=0, nh=nh) / Raw(body)
+    assert Ether(only(run(svc_frame(later), TO_LAN), Side.LAN))[IP].proto == nh
+
+
+def test_rfc7915_4_1_unknown_protocol_is_copied_to_next_header() -> None:
+    pkt = ip4(proto=253) / Raw(bytes(range(40)))
+    out = Ether(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))
+    assert out[IPv6].nh == 253 and bytes(out[IPv6].payload) == bytes(range(40))
+
+
+# ------------------------------------------------------------ atomic fragments (RFC 6946)
+
+
+def test_rfc6946_atomic_fragment_translated_as_a_whole_packet_keeping_its_id() -> None:
+    """RFC 6946 §4: offset 0 and M = 0 is a whole packet; RFC 7915 §5.1.1 still takes the
+    IPv4 ID from the Fragment header's low 16 bits, with DF and MF clear."""
+    udp = UDP(sport=1, dport=2) / Raw(b"atomic")
+    pkt = ip6() / IPv6ExtHdrFragment(id=0x1234ABCD, offset=0, m=0, nh=17) / udp
+    out = Ether(only(run(svc_frame(pkt), TO_LAN), Side.LAN))
+    v4 = out[IP]
+    assert v4.id == 0xABCD and v4.flags == 0 and v4.frag == 0
+    assert v4.proto == 17 and bytes(out[UDP].payload) == b"atomic"
+
+
+# ------------------------------------------------------------ DF fragments (RFC 7915 §4.1)
+
+
+def test_rfc7915_4_1_df_fragment_too_big_gets_fragmentation_needed() -> None:
+    """RFC 7915 §4.1: DF set and too big for the next hop: "fragmentation needed", not
+    fragments. An IPv4 fragment always gets a Fragment header (§4), so the MTU reported
+    is the IPv6 MTU minus 28 (IPv6 + Fragment header - IPv4 header)."""
+    cfg = XlatConfig(service_mtu=1400)
+    pkt = ip4(flags="DF+MF", id=0x77, proto=17) / Raw(b"\x11" * 1360)  # 48 + 1360 > 1400
+    err = Ether(error_back(run(lan_frame(pkt), TO_SERVICE, cfg), DropReason.TOO_BIG, Side.LAN))
+    assert (err[ICMP].type, err[ICMP].code) == (3, 4)
+    assert err[ICMP].nexthopmtu == 1400 - 28
+    assert err[IP].dst == LAN_IP
+    assert bytes(err[ICMP].payload).startswith(bytes(pkt)[:28])
+    # a sender that obeys: fragments of that size cross whole, with a Fragment header
+    obeying = ip4(flags="DF+MF", id=0x77, proto=17) / Raw(b"\x11" * (1400 - 28 - 20))
+    out = Ether(only(run(lan_frame(obeying), TO_SERVICE, cfg), Side.SERVICE))
+    assert len(bytes(out[IPv6])) == 1400 and out[IPv6ExtHdrFragment].m == 1
+
+
+def test_rfc7915_4_1_df_fragment_is_never_split_by_lowest_ipv6_mtu() -> None:
+    """lowest-ipv6-mtu is for DF = 0 (RFC 7915 §4.1); a DF fragment within the link MTU
+    crosses as one IPv6 fragment."""
+    cfg = XlatConfig(service_mtu=1500, lowest_ipv6_mtu=1280)
+    pkt = ip4(flags="DF+MF", id=5, proto=17) / Raw(b"\x11" * 1400)
+    out = Ether(only(run(lan_frame(pkt), TO_SERVICE, cfg), Side.SERVICE))
+    assert out[IPv6].plen == 8 + 1400

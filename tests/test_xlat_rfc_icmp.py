@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+from scapy.layers.inet6 import (
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6ND_NS,
+    IPv6,
+    IPv6ExtHdrFragment,
+)
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from xlat_frames import (
     LAN_IP,
     LAN_IP6,
+    NO_IP,
     ROUTER_IP,
     ROUTER_IP6,
     SVC_IP,
@@ -487,3 +494,83 @@ def test_icmp_errors_keep_the_icmpv4_checksum_of_quoted_echo() -> None:
     q = IPv6(msg[8:])
     assert msg[48] == 128
     assert l4_residue_v6(q, 58, msg[48:]) == 0
+
+
+# ------------------------------------------------------------ atomic fragments (RFC 6946)
+
+
+def _atomic(l3_payload, **frag: object) -> bytes:
+    frag.setdefault("id", 0xCAFE0042)
+    return svc_frame(
+        IPv6(src=SVC_IP6, dst=LAN_IP6, nh=44)
+        / IPv6ExtHdrFragment(offset=0, m=0, nh=58, **frag)
+        / l3_payload
+    )
+
+
+def test_rfc6946_icmpv6_echo_in_atomic_fragment_is_translated() -> None:
+    """RFC 6946 §4: an atomic fragment is processed as a whole packet, so its ICMPv6 is
+    complete and its checksum can be rebuilt; RFC 7915 §5.1.1 takes the ID from it."""
+    echo = ICMPv6EchoRequest(id=0x1234, seq=7, data=b"atomic-ping")
+    frame = _atomic(Raw(bytes(IPv6(src=SVC_IP6, dst=LAN_IP6) / echo)[40:]))
+    v4, msg = _icmp4(only(run(frame, TO_LAN), Side.LAN))
+    assert (msg[0], msg[1]) == (8, 0) and msg[8:] == b"atomic-ping"
+    assert v4.id == 0x0042 and v4.flags == 0 and v4.frag == 0
+
+
+def test_rfc6946_icmpv6_error_in_atomic_fragment_is_translated() -> None:
+    msg = icmp6_raw(1, 4, bytes(4), QUOTED_V6, SVC_IP6, LAN_IP6)
+    _v4, out = _icmp4(only(run(_atomic(Raw(msg)), TO_LAN), Side.LAN))
+    assert (out[0], out[1]) == (3, 3) and IP(out[8:]).src == LAN_IP
+
+
+def test_real_icmpv6_fragment_is_still_dropped() -> None:
+    """RFC 7915 §1.2: fragmented ICMP is not translated (the checksum spans fragments)."""
+    echo = bytes(ICMPv6EchoRequest(id=1, seq=1, data=bytes(64)))
+    frame = svc_frame(
+        IPv6(src=SVC_IP6, dst=LAN_IP6) / IPv6ExtHdrFragment(offset=0, m=1, nh=58) / Raw(echo)
+    )
+    assert drop_only(run(frame, TO_LAN)) is DropReason.ICMP_FRAGMENTED
+
+
+def test_rfc6980_5_ndp_in_atomic_fragment_is_invalid() -> None:
+    """RFC 6980 §5: NDP in a packet with a Fragment header is ignored, atomic or not."""
+    ns = bytes(IPv6(src=SVC_IP6, dst=LAN_IP6) / ICMPv6ND_NS(tgt=LAN_IP6))[40:]
+    frame = svc_frame(
+        IPv6(src=SVC_IP6, dst=LAN_IP6, hlim=255) / IPv6ExtHdrFragment(nh=58) / Raw(ns)
+    )
+    assert drop_only(run(frame, TO_LAN)) is DropReason.NDP_INVALID
+
+
+# ------------------------------------------------------------ "illegal" error sources
+
+
+@pytest.mark.parametrize(
+    ("src", "src6"),
+    [("127.0.0.1", "fe80::7f00:1"), ("127.9.8.7", "fe80::7f09:807"), (NO_IP, "fe80::")],
+)
+def test_rfc7915_4_1_icmpv4_error_from_illegal_source_is_translated(src: str, src6: str) -> None:
+    """RFC 7915 §4.1 Source Address: packets from illegal sources (0.0.0.0, 127.0.0.1) are
+    dropped, but "when translating ICMPv4 Error Messages into ICMPv6, the 'illegal' source
+    address will be translated for the purpose of trouble shooting"."""
+    msg = icmp4_raw(3, 3, bytes(4), QUOTED_V4)
+    frame = lan_frame(IP(src=src, dst=SVC_IP, proto=1) / Raw(msg))
+    v6, out = _icmp6(only(run(frame, TO_SERVICE), Side.SERVICE))
+    assert v6.src == src6 and v6.dst == SVC_IP6 and (out[0], out[1]) == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("src", "payload"),
+    [
+        ("127.0.0.1", ICMP(type=8) / Raw(b"x")),  # not an error
+        ("127.0.0.1", UDP(sport=1, dport=2)),
+        ("224.0.0.1", None),  # a multicast or broadcast source never names a sender
+        ("255.255.255.255", None),
+    ],
+    ids=["echo-from-loopback", "udp-from-loopback", "error-from-multicast", "error-from-bcast"],
+)
+def test_rfc7915_4_1_other_illegal_sources_still_dropped(src: str, payload) -> None:
+    if payload is None:
+        payload = Raw(icmp4_raw(3, 3, bytes(4), QUOTED_V4))
+    frame = lan_frame(IP(src=src, dst=SVC_IP, proto=1 if payload.name != "UDP" else 17) / payload)
+    assert drop_only(run(frame, TO_SERVICE)) is DropReason.ADDRESS_NOT_TRANSLATABLE
