@@ -577,3 +577,20 @@ def test_rfc7915_4_1_other_illegal_sources_still_dropped(src: str, payload) -> N
         payload = Raw(icmp4_raw(3, 3, bytes(4), QUOTED_V4))
     frame = lan_frame(IP(src=src, dst=SVC_IP, proto=1 if payload.name != "UDP" else 17) / payload)
     assert drop_only(run(frame, TO_SERVICE)) is DropReason.ADDRESS_NOT_TRANSLATABLE
+
+
+def test_rfc4884_extension_too_big_for_the_icmpv4_error_is_dropped_whole() -> None:
+    """RFC 7915 §5.2 keeps extensions, but an ICMPv4 error is capped at 576 bytes
+    (RFC 1812 §4.3.2.3) and needs 128 bytes of original datagram (RFC 4884 §4.1): an
+    extension that leaves less room is dropped whole (a cut one would fail its own RFC 4884
+    §7 checksum), the length is 0, and the error itself still crosses."""
+    obj = bytes((0x01, 0xCC, 2, 1)) + bytes(0x1CC - 4)  # one 460-byte object
+    header = bytearray(b"\x20\x00\x00\x00")
+    header[2:4] = (0xFFFF - _sum16(bytes(header) + obj)).to_bytes(2, "big")
+    ext = bytes(header) + obj
+    field6 = QUOTED_V6 + bytes(128 - len(QUOTED_V6))
+    msg = icmp6_raw(3, 0, bytes((16, 0, 0, 0)), field6 + ext, ROUTER_IP6, LAN_IP6)
+    frame = svc_frame(IPv6(src=ROUTER_IP6, dst=LAN_IP6, nh=58) / Raw(msg))
+    v4, out = _icmp4(only(run(frame, TO_LAN), Side.LAN))
+    assert (out[0], out[1], out[5]) == (11, 0, 0)
+    assert out[8:] == bytes(IP(out[8:]))[: len(QUOTED_V6) - 20] and v4.len == 28 + 29
