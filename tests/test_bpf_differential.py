@@ -245,6 +245,11 @@ def to_service_corpus(rng: random.Random) -> list[bytes]:
         lan_frame(ip4(options=[IPOption_RR()]) / UDP() / b"x"),  # options: slow path
         lan_frame(ip4(flags="MF", id=9) / UDP() / (b"f" * 64)),  # a first fragment
         lan_frame(ip4() / ICMP(type=3, code=3) / bytes(28)),  # an error quoting a packet
+        # the RFC 7915 cases the full path owns: unknown protocol, a DF fragment too big
+        # (fragmentation needed), an ICMPv4 error from 127/8 (translated for troubleshooting)
+        lan_frame(ip4(proto=253) / (b"e" * 40)),
+        lan_frame(ip4(flags="DF+MF", id=11, proto=17) / (b"\x11" * 1480)),
+        lan_frame(ip4(src="127.0.0.1") / ICMP(type=3, code=3) / bytes(28)),
     ]
     generated = []
     for _ in range(GENERATED):
@@ -308,6 +313,10 @@ def to_lan_corpus(rng: random.Random) -> list[bytes]:
         svc_frame(ip6() / ICMPv6EchoReply(id=7, seq=1) / (b"p" * 1000)),
         svc_frame(ip6() / IPv6ExtHdrFragment(m=1, id=9) / UDP() / (b"f" * 64)),
         svc_frame(ip6() / ICMPv6DestUnreach(code=4) / bytes(48)),
+        # unknown Next Header (copied, RFC 7915 §5.1) and ICMPv6 in an atomic fragment
+        # (processed whole, RFC 6946): both the full path's
+        svc_frame(ip6(nh=253) / (b"e" * 40)),
+        svc_frame(ip6() / IPv6ExtHdrFragment(id=0x42) / ICMPv6EchoRequest(id=7) / b"atomic"),
     ]
     generated = []
     for _ in range(GENERATED):

@@ -196,6 +196,74 @@ def test_one_bad_frame_is_counted_and_does_not_stop_the_router() -> None:
     assert router.counters.last_error == "ValueError: bad frame"
 
 
+def test_exception_inside_the_translator_keeps_its_type_and_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault injected below Translator.translate: the frame is a counted internal-error
+    drop (the data path never raises), and the router keeps what the exception was."""
+    from cjb.gateway.xlat import Translator
+    from cjb.gateway.xlat import translator as translator_module
+
+    def boom(*_args: object) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(translator_module, "ipv4_to_service_fast", boom)
+    translator = Translator()
+    router = FrameRouter(translator, native=False)
+    frame = b"\x02" * 12 + b"\x08\x00" + bytes(40)
+    assert router.route(Port.TUNNEL, frame) == []
+    assert router.counters.drops == {"internal-error": 1}
+    assert translator.counters.drops[DropReason.INTERNAL_ERROR] == 1
+    assert router.counters.last_error is not None
+    assert router.counters.last_error.startswith("translator: RuntimeError: injected fault")
+    [error] = translator.errors.as_list()
+    assert (error["type"], error["message"], error["direction"]) == (
+        "RuntimeError",
+        "injected fault",
+        "to-service",
+    )
+    assert error["frame_head"] == frame.hex()
+
+
+def test_translator_error_ring_is_bounded() -> None:
+    from cjb.gateway.xlat.errors import RING_SIZE, RecentErrors
+
+    ring = RecentErrors()
+    for i in range(RING_SIZE + 5):
+        ring.record(ValueError(f"n{i}"), Direction.TO_LAN, bytes(200))
+    assert ring.total == RING_SIZE + 5 and len(ring) == RING_SIZE
+    last = ring.last()
+    assert last is not None and last.message == f"n{RING_SIZE + 4}"
+    assert len(last.frame_head) == 64
+    assert [e.number for e in ring.since(RING_SIZE + 3)] == [RING_SIZE + 4, RING_SIZE + 5]
+
+
+def test_worker_logs_data_path_exceptions_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from cjb.gateway.dataplane.worker import ErrorReporter
+
+    now = [100.0]
+    reporter = ErrorReporter("worker on svc-t1", interval=10.0, clock=lambda: now[0])
+    router = FrameRouter(_FakeTranslator(), native=True)
+    caplog.set_level("ERROR", logger="cjb.gateway.worker")
+    reporter.check(router.counters)
+    assert reporter.lines == 0  # nothing happened, nothing said
+    for _ in range(500):
+        router.route(Port.SERVICE, b"BOOM" + IPV6)
+        reporter.check(router.counters)
+        now[0] += 0.001
+    assert reporter.lines == 1  # a flood gives one line per interval, not 500
+    assert "1 data-path exception(s)" in caplog.text
+    assert "ValueError: bad frame" in caplog.text
+    now[0] += 10.0
+    reporter.check(router.counters)
+    assert reporter.lines == 2
+    assert "499 data-path exception(s)" in caplog.records[-1].getMessage()
+    reporter.check(router.counters)
+    assert reporter.lines == 2
+
+
 def test_vni_binding_counters_survive_a_table_replacement(tmp_path: Path) -> None:
     cfg = load(_write(tmp_path, CONFIG))
     script = binding_table(cfg, {"spoof_acme": (5, 500)}).script()

@@ -212,3 +212,63 @@ def test_frames_the_kernel_dropped_are_counted(topology: tuple[NetworkSpec, str]
         assert worker.router.counters.drops["rx-kernel-tunnel"] > 100
     finally:
         worker.stop()
+
+
+def test_an_exception_in_the_translator_is_counted_logged_and_survived(
+    topology: tuple[NetworkSpec, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fault injected into the translator core (its full IPv4 path) for one kind of
+    frame, UDP to port 9999 sent with IPv4 options so that no fast path takes it: on the
+    real worker those frames are internal-error drops whose exception type and message
+    reach the router's last_error and the log, and the worker keeps translating the rest."""
+    from cjb.gateway.xlat import translator as translator_module
+
+    net, mode = topology
+    lan, gw, svc = (n.name for n in net.namespaces)
+    assert lan is not None and gw is not None and svc is not None
+    faulty_port = (9999).to_bytes(2, "big")
+    real_full = translator_module.ipv4_to_service
+
+    def fault(frame: bytes, *args: object) -> object:
+        if frame[23] == 17 and frame[14 + 24 + 2 : 14 + 24 + 4] == faulty_port:
+            raise RuntimeError("injected fault")
+        return real_full(frame, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(translator_module, "ipv4_to_service", fault)
+    caplog.set_level("ERROR", logger="cjb.gateway.worker")
+    translator = Translator(XlatConfig(lan_mtu=1500, service_mtu=1520))
+    with netns(gw):
+        worker = open_worker(translator, False, {Port.TUNNEL: "lan0", Port.SERVICE: "svc0"}, mode)
+    with netns(svc):
+        receiver = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        receiver.bind(("::", 9998))
+        receiver.settimeout(10)
+    with netns(lan):
+        faulty = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        faulty.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"\x01\x01\x01\x00")  # NOPs
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(worker, stop), daemon=True)
+    thread.start()
+    try:
+        for i in range(5):
+            faulty.sendto(b"boom %d" % i, ("192.168.0.100", 9999))
+        sender.sendto(b"still here", ("192.168.0.100", 9998))
+        data, peer = receiver.recvfrom(100)
+    finally:
+        faulty.close()
+        sender.close()
+        receiver.close()
+        stop.set()
+        thread.join(10)
+    assert data == b"still here" and peer[0] == "fe80::c0a8:a"
+    counters = worker.router.counters
+    assert counters.drops["internal-error"] == 5
+    assert translator.errors.total == 5
+    assert counters.last_error is not None
+    assert counters.last_error.startswith("translator: RuntimeError: injected fault (to-service")
+    lines = [r.getMessage() for r in caplog.records if r.name == "cjb.gateway.worker"]
+    assert lines and "RuntimeError: injected fault" in lines[0] and "svc0" in lines[0]
+    assert len(lines) <= 2  # rate-bounded: not one line per failing frame

@@ -35,6 +35,7 @@ from scapy.packet import Packet
 from scapy.utils import RawPcapReader, RawPcapWriter, wrpcapng
 
 from cjb.cli.xlat import xlat
+from cjb.gateway.xlat import translator as translator_module
 from cjb.gateway.xlat.offline import framing, runner
 from cjb.gateway.xlat.offline.pcapio import LinkType
 from cjb.gateway.xlat.offline.samples import (
@@ -560,15 +561,44 @@ def test_empty_capture_gives_empty_valid_output(tmp_path: Path) -> None:
 def test_core_exception_is_reported_not_hidden(
     sample_pcap: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(self: object, frame: bytes, direction: object) -> None:
+    """A fault injected inside the core (below Translator.translate, which catches it and
+    counts an INTERNAL_ERROR drop) still reaches the operator: exit status 3, the
+    exception's type and message, and the summary."""
+
+    def boom(*args: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(runner.Translator, "translate", boom)
-    run = run_cli(sample_pcap, tmp_path / "out.pcap")
+    monkeypatch.setattr(translator_module, "ipv4_to_service_fast", boom)
+    monkeypatch.setattr(translator_module, "ipv6_to_lan_fast", boom)
+    monkeypatch.setattr(translator_module.Translator, "_dispatch", boom)
+    run = run_cli(sample_pcap, tmp_path / "out.pcap", "--json")
     assert run.exit_code == 3
     assert "frame #1: translator raised RuntimeError: bug" in run.stderr
     assert f"raised on {len(sample_frames())} frame(s)" in run.stderr
-    assert "translator raised" in run.stdout  # the summary still prints
+    summary = json.loads(run.stdout)  # the summary still prints
+    assert summary["core_failures"] == len(sample_frames())
+    assert summary["drops"]["internal-error"] == len(sample_frames())
+
+
+def test_one_failing_frame_is_reported_with_its_number(
+    sample_pcap: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = translator_module.Translator._dispatch
+    calls = []
+
+    def fail_third(self: object, frame: bytes, direction: object) -> object:
+        calls.append(frame)
+        if len(calls) == 3:
+            raise KeyError("no such entry")
+        return real(self, frame, direction)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(translator_module.Translator, "_dispatch", fail_third)
+    monkeypatch.setattr(translator_module, "ipv4_to_service_fast", lambda *a: None)
+    monkeypatch.setattr(translator_module, "ipv6_to_lan_fast", lambda *a: None)
+    run = run_cli(sample_pcap, tmp_path / "out.pcap")
+    assert run.exit_code == 3
+    assert "frame #3: translator raised KeyError: 'no such entry'" in run.stderr
+    assert "raised on 1 frame(s)" in run.stderr
 
 
 def test_progress_is_reported_every_n_frames(

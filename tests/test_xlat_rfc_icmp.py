@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+from scapy.layers.inet6 import (
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6ND_NS,
+    IPv6,
+    IPv6ExtHdrFragment,
+)
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from xlat_frames import (
     LAN_IP,
     LAN_IP6,
+    NO_IP,
     ROUTER_IP,
     ROUTER_IP6,
     SVC_IP,
     SVC_IP6,
     TO_LAN,
     TO_SERVICE,
+    assert_checksums,
     drop_only,
     icmp4_raw,
     icmp6_raw,
@@ -31,7 +39,6 @@ from xlat_frames import (
     only,
     residue,
     run,
-    scapy_rebuilds_same,
     svc_frame,
 )
 
@@ -78,7 +85,7 @@ def test_rfc7915_4_2_echo_to_icmpv6(t4: int, t6: int) -> None:
     v6, msg = _icmp6(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))
     assert (msg[0], msg[1]) == (t6, 0) and v6.nh == 58
     assert msg[4:] == bytes(pkt[ICMP])[4:]  # id, seq, data unchanged
-    assert scapy_rebuilds_same(bytes(Ether(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))))
+    assert_checksums(bytes(Ether(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))))
 
 
 @pytest.mark.parametrize(
@@ -90,7 +97,7 @@ def test_rfc7915_5_2_echo_to_icmpv4(cls: type, t4: int) -> None:
     _v4, msg = _icmp4(frame)
     assert (msg[0], msg[1]) == (t4, 0)
     assert msg[4:] == bytes(IPv6(bytes(pkt)).payload)[4:]
-    assert scapy_rebuilds_same(frame)
+    assert_checksums(frame)
 
 
 # ------------------------------------------------------------ §4.2 type/code table, v4 -> v6
@@ -391,34 +398,81 @@ def _sum16(data: bytes) -> int:
     return ones_complement_sum(data)
 
 
+def _padded(datagram: bytes, unit: int) -> bytes:
+    """RFC 4884 §4.1/§4.5: zero-padded to a multiple of `unit`, and to at least 128."""
+    size = max(128, -(-len(datagram) // unit) * unit)
+    return datagram + bytes(size - len(datagram))
+
+
+_LONG_V4 = bytes(IP(src=SVC_IP, dst=LAN_IP, ttl=3) / UDP(sport=53, dport=4000) / bytes(171))
+_LONG_V6 = bytes(IPv6(src=LAN_IP6, dst=SVC_IP6, hlim=3) / UDP(sport=4000, dport=53) / bytes(145))
+
+
+@pytest.mark.parametrize(
+    ("original", "words6"),
+    [(QUOTED_V4, 16), (_LONG_V4, 28)],  # 29 -> 49 bytes, padded to 128; 199 -> 219 -> 224
+    ids=["short", "long"],
+)
 @pytest.mark.parametrize(("t4", "c4", "t6", "c6"), [(11, 0, 3, 0), (3, 3, 1, 4)])
-def test_rfc4884_extension_kept_4to6(t4: int, c4: int, t6: int, c6: int) -> None:
-    original = QUOTED_V4 + bytes(128 - len(QUOTED_V4))  # padded to 128 (RFC 4884 §4.1)
-    rest = bytes((0, 128 // 4, 0, 0))  # length in 32-bit words at byte 5
+def test_rfc4884_extension_kept_4to6(
+    t4: int, c4: int, t6: int, c6: int, original: bytes, words6: int
+) -> None:
+    """RFC 7915 §4.2 "ICMP Error Payload" and RFC 4884 §4.1/§4.5: the extension stays, the
+    translated original datagram is zero-padded to 64 bits and at least 128 bytes, and the
+    ICMPv6 length (byte 4) counts 64-bit words; the ICMPv4 padding is not carried over."""
+    field4 = _padded(original, 4)
+    rest = bytes((0, len(field4) // 4, 0, 0))  # ICMPv4: length in 32-bit words at byte 5
     ext = _extension()
-    msg = icmp4_raw(t4, c4, rest, original + ext)
+    msg = icmp4_raw(t4, c4, rest, field4 + ext)
     frame = lan_frame(IP(src=ROUTER_IP, dst=SVC_IP, proto=1) / Raw(msg))
     _v6, out = _icmp6(only(run(frame, TO_SERVICE), Side.SERVICE))
     assert (out[0], out[1]) == (t6, c6)
-    words = out[4]  # ICMPv6: length in 64-bit words at byte 4 (RFC 4884 §4.5)
-    assert words * 8 >= 128 and words * 8 >= 128 + 20
-    assert out[8 + words * 8 :] == ext
-    assert IPv6(out[8:]).src == SVC_IP6
+    assert out[4] == words6
+    translated = bytes(IPv6(out[8:][: len(original) + 20]))
+    assert len(translated) == len(original) + 20 and IPv6(translated).src == SVC_IP6
+    assert out[8 + len(translated) : 8 + words6 * 8] == bytes(words6 * 8 - len(translated))
+    assert out[8 + words6 * 8 :] == ext
 
 
+@pytest.mark.parametrize(
+    ("original", "words4"),
+    [
+        (QUOTED_V6, 32),
+        (_LONG_V6, 44),
+    ],  # 49 -> 29, padded to 128; 193 (200 with padding) -> 173 -> 176
+    ids=["short", "long"],
+)
 @pytest.mark.parametrize(("t6", "c6", "t4", "c4"), [(3, 0, 11, 0), (1, 4, 3, 3)])
-def test_rfc4884_extension_kept_6to4(t6: int, c6: int, t4: int, c4: int) -> None:
-    original = QUOTED_V6 + bytes(128 - len(QUOTED_V6))
-    rest = bytes((128 // 8, 0, 0, 0))
+def test_rfc4884_extension_kept_6to4(
+    t6: int, c6: int, t4: int, c4: int, original: bytes, words4: int
+) -> None:
+    """RFC 7915 §5.2 and RFC 4884 §4.1/§4.5: ICMPv6 length (byte 4, 64-bit words) in,
+    ICMPv4 length (byte 5, 32-bit words) out, the original datagram padded to 32 bits and
+    at least 128 bytes, the extension after it."""
+    field6 = _padded(original, 8)
+    rest = bytes((len(field6) // 8, 0, 0, 0))
     ext = _extension()
-    msg = icmp6_raw(t6, c6, rest, original + ext, ROUTER_IP6, LAN_IP6)
+    msg = icmp6_raw(t6, c6, rest, field6 + ext, ROUTER_IP6, LAN_IP6)
     frame = svc_frame(IPv6(src=ROUTER_IP6, dst=LAN_IP6, nh=58) / Raw(msg))
     _v4, out = _icmp4(only(run(frame, TO_LAN), Side.LAN))
     assert (out[0], out[1]) == (t4, c4)
-    words = out[5]  # ICMPv4: length in 32-bit words at byte 5
-    assert words * 4 >= 128
-    assert out[8 + words * 4 :] == ext
-    assert IP(out[8:]).src == LAN_IP
+    assert out[5] == words4 and out[4] == 0
+    size = len(original) - 20
+    assert IP(out[8:]).src == LAN_IP and IP(out[8:]).len == size
+    assert out[8 + size : 8 + words4 * 4] == bytes(words4 * 4 - size)
+    assert out[8 + words4 * 4 :] == ext
+
+
+def test_rfc4884_extension_dropped_where_the_type_has_no_length_field() -> None:
+    """RFC 4884 §4.5: ICMPv6 Packet Too Big and Parameter Problem have no length field, so
+    an ICMPv4 extension cannot follow them (RFC 7915 §4.2 maps frag-needed and parameter
+    problem to those); the original datagram is kept without padding."""
+    field4 = _padded(QUOTED_V4, 4)
+    for icmp_type, code, rest in ((3, 4, bytes((0, 32, 5, 0x78))), (12, 0, bytes((0, 32, 0, 0)))):
+        msg = icmp4_raw(icmp_type, code, rest, field4 + _extension())
+        frame = lan_frame(IP(src=ROUTER_IP, dst=SVC_IP, proto=1) / Raw(msg))
+        _v6, out = _icmp6(only(run(frame, TO_SERVICE), Side.SERVICE))
+        assert len(out) == 8 + len(QUOTED_V4) + 20
 
 
 def test_rfc4884_no_extension_length_zero() -> None:
@@ -443,3 +497,100 @@ def test_icmp_errors_keep_the_icmpv4_checksum_of_quoted_echo() -> None:
     q = IPv6(msg[8:])
     assert msg[48] == 128
     assert l4_residue_v6(q, 58, msg[48:]) == 0
+
+
+# ------------------------------------------------------------ atomic fragments (RFC 6946)
+
+
+def _atomic(l3_payload, **frag: object) -> bytes:
+    frag.setdefault("id", 0xCAFE0042)
+    return svc_frame(
+        IPv6(src=SVC_IP6, dst=LAN_IP6, nh=44)
+        / IPv6ExtHdrFragment(offset=0, m=0, nh=58, **frag)
+        / l3_payload
+    )
+
+
+def test_rfc6946_icmpv6_echo_in_atomic_fragment_is_translated() -> None:
+    """RFC 6946 §4: an atomic fragment is processed as a whole packet, so its ICMPv6 is
+    complete and its checksum can be rebuilt; RFC 7915 §5.1.1 takes the ID from it."""
+    echo = ICMPv6EchoRequest(id=0x1234, seq=7, data=b"atomic-ping")
+    frame = _atomic(Raw(bytes(IPv6(src=SVC_IP6, dst=LAN_IP6) / echo)[40:]))
+    v4, msg = _icmp4(only(run(frame, TO_LAN), Side.LAN))
+    assert (msg[0], msg[1]) == (8, 0) and msg[8:] == b"atomic-ping"
+    assert v4.id == 0x0042 and v4.flags == 0 and v4.frag == 0
+
+
+def test_rfc6946_icmpv6_error_in_atomic_fragment_is_translated() -> None:
+    msg = icmp6_raw(1, 4, bytes(4), QUOTED_V6, SVC_IP6, LAN_IP6)
+    _v4, out = _icmp4(only(run(_atomic(Raw(msg)), TO_LAN), Side.LAN))
+    assert (out[0], out[1]) == (3, 3) and IP(out[8:]).src == LAN_IP
+
+
+def test_real_icmpv6_fragment_is_still_dropped() -> None:
+    """RFC 7915 §1.2: fragmented ICMP is not translated (the checksum spans fragments)."""
+    echo = bytes(ICMPv6EchoRequest(id=1, seq=1, data=bytes(64)))
+    frame = svc_frame(
+        IPv6(src=SVC_IP6, dst=LAN_IP6) / IPv6ExtHdrFragment(offset=0, m=1, nh=58) / Raw(echo)
+    )
+    assert drop_only(run(frame, TO_LAN)) is DropReason.ICMP_FRAGMENTED
+
+
+def test_rfc6980_5_ndp_in_atomic_fragment_is_invalid() -> None:
+    """RFC 6980 §5: NDP in a packet with a Fragment header is ignored, atomic or not."""
+    ns = bytes(IPv6(src=SVC_IP6, dst=LAN_IP6) / ICMPv6ND_NS(tgt=LAN_IP6))[40:]
+    frame = svc_frame(
+        IPv6(src=SVC_IP6, dst=LAN_IP6, hlim=255) / IPv6ExtHdrFragment(nh=58) / Raw(ns)
+    )
+    assert drop_only(run(frame, TO_LAN)) is DropReason.NDP_INVALID
+
+
+# ------------------------------------------------------------ "illegal" error sources
+
+
+@pytest.mark.parametrize(
+    ("src", "src6"),
+    [("127.0.0.1", "fe80::7f00:1"), ("127.9.8.7", "fe80::7f09:807"), (NO_IP, "fe80::")],
+)
+def test_rfc7915_4_1_icmpv4_error_from_illegal_source_is_translated(src: str, src6: str) -> None:
+    """RFC 7915 §4.1 Source Address: packets from illegal sources (0.0.0.0, 127.0.0.1) are
+    dropped, but "when translating ICMPv4 Error Messages into ICMPv6, the 'illegal' source
+    address will be translated for the purpose of trouble shooting"."""
+    msg = icmp4_raw(3, 3, bytes(4), QUOTED_V4)
+    frame = lan_frame(IP(src=src, dst=SVC_IP, proto=1) / Raw(msg))
+    v6, out = _icmp6(only(run(frame, TO_SERVICE), Side.SERVICE))
+    assert v6.src == src6 and v6.dst == SVC_IP6 and (out[0], out[1]) == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("src", "payload"),
+    [
+        ("127.0.0.1", ICMP(type=8) / Raw(b"x")),  # not an error
+        ("127.0.0.1", UDP(sport=1, dport=2)),
+        ("224.0.0.1", None),  # a multicast or broadcast source never names a sender
+        ("255.255.255.255", None),
+    ],
+    ids=["echo-from-loopback", "udp-from-loopback", "error-from-multicast", "error-from-bcast"],
+)
+def test_rfc7915_4_1_other_illegal_sources_still_dropped(src: str, payload) -> None:
+    if payload is None:
+        payload = Raw(icmp4_raw(3, 3, bytes(4), QUOTED_V4))
+    frame = lan_frame(IP(src=src, dst=SVC_IP, proto=1 if payload.name != "UDP" else 17) / payload)
+    assert drop_only(run(frame, TO_SERVICE)) is DropReason.ADDRESS_NOT_TRANSLATABLE
+
+
+def test_rfc4884_extension_too_big_for_the_icmpv4_error_is_dropped_whole() -> None:
+    """RFC 7915 §5.2 keeps extensions, but an ICMPv4 error is capped at 576 bytes
+    (RFC 1812 §4.3.2.3) and needs 128 bytes of original datagram (RFC 4884 §4.1): an
+    extension that leaves less room is dropped whole (a cut one would fail its own RFC 4884
+    §7 checksum), the length is 0, and the error itself still crosses."""
+    obj = bytes((0x01, 0xCC, 2, 1)) + bytes(0x1CC - 4)  # one 460-byte object
+    header = bytearray(b"\x20\x00\x00\x00")
+    header[2:4] = (0xFFFF - _sum16(bytes(header) + obj)).to_bytes(2, "big")
+    ext = bytes(header) + obj
+    field6 = QUOTED_V6 + bytes(128 - len(QUOTED_V6))
+    msg = icmp6_raw(3, 0, bytes((16, 0, 0, 0)), field6 + ext, ROUTER_IP6, LAN_IP6)
+    frame = svc_frame(IPv6(src=ROUTER_IP6, dst=LAN_IP6, nh=58) / Raw(msg))
+    v4, out = _icmp4(only(run(frame, TO_LAN), Side.LAN))
+    assert (out[0], out[1], out[5]) == (11, 0, 0)
+    assert out[8:] == bytes(IP(out[8:]))[: len(QUOTED_V6) - 20] and v4.len == 28 + 29

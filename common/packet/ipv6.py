@@ -18,10 +18,6 @@ NH_NO_NEXT = 59
 NH_DEST_OPTS = 60
 # Extension headers a translator steps over (RFC 7915 §5.1); others are upper layers.
 SKIPPABLE_EXTENSIONS = frozenset({NH_HOP_BY_HOP, NH_ROUTING, NH_DEST_OPTS})
-# Extension headers that RFC 8200 §4 defines but we cannot step over safely.
-OPAQUE_EXTENSIONS = frozenset(
-    {51, 135, 139, 140, 253, 254}
-)  # AH, mobility, HIP, shim6, experiments
 MAX_EXTENSION_HEADERS = 8  # bound the walk: untrusted input must not make us loop long
 
 HEADER = struct.Struct("!IHBB16s16s")

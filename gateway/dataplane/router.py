@@ -5,7 +5,9 @@
   service ----------------> translator TO_LAN -------> emits
   native  ------------------------------------> tunnel   (as is)
 Emits leave on the port their `Side` names (LAN = tunnel). Nothing a frame contains can
-raise out of `route`: a translator exception becomes a counted "worker-error" drop.
+raise out of `route`: an exception inside the translator is its counted INTERNAL_ERROR
+drop, one around it a counted "worker-error" drop; either way `last_error` keeps the
+exception's type and message (the worker logs them, `cjb gateway status` shows them).
 `VnetFrameRouter` is the same for frames that carry a virtio_net_hdr (the worker's
 "packet-vnet" mode): IPv6 to and from the native port keeps its header as is.
 """
@@ -17,7 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cjb.gateway.xlat import Direction, Side, XlatResult
+from cjb.gateway.xlat import Direction, DropReason, Side, XlatResult
+from cjb.gateway.xlat.errors import RecentErrors
 from cjb.gateway.xlat.gso import F_NEEDS_CSUM, NO_VNET, VnetTranslator
 
 ETHERTYPE_IPV6 = b"\x86\xdd"
@@ -33,7 +36,12 @@ _SIDE_PORT = {Side.LAN: Port.TUNNEL, Side.SERVICE: Port.SERVICE}
 
 
 class TranslatorLike(Protocol):
+    errors: RecentErrors
+
     def translate(self, frame: bytes, direction: Direction) -> XlatResult: ...
+
+
+_INTERNAL_ERROR = DropReason.INTERNAL_ERROR.value
 
 
 @dataclass
@@ -94,7 +102,15 @@ class FrameRouter:
             return []
         if result.drop is not None:
             self.counters.drops[result.drop.value] += 1
+            if result.drop is DropReason.INTERNAL_ERROR:
+                self.translator_raised()
         return [(_SIDE_PORT[e.side], e.frame) for e in result.emits]
+
+    def translator_raised(self) -> None:
+        """The translator caught an exception on the last frame: keep what it was."""
+        error = self.translator.errors.last()
+        if error is not None:
+            self.counters.last_error = f"translator: {error}"[:300]
 
     def sent(self, port: Port, frame: bytes) -> None:
         tx = self.counters.ports[port]
@@ -135,6 +151,8 @@ class VnetFrameRouter(FrameRouter):
                 plain = self.vnet.reference.translate(frame, direction)
                 if plain.drop is not None:
                     self.counters.drops[plain.drop.value] += 1
+                    if plain.drop is DropReason.INTERNAL_ERROR:
+                        self.translator_raised()
                 return [(_SIDE_PORT[e.side], NO_VNET, (e.frame,)) for e in plain.emits]
             result = self.vnet.translate(vnet, frame, direction)
         except Exception as exc:  # one bad frame must never stop the worker: count it
@@ -143,4 +161,6 @@ class VnetFrameRouter(FrameRouter):
             return []
         if result.drop is not None:
             self.counters.drops[result.drop] += 1
+            if result.drop == _INTERNAL_ERROR:
+                self.translator_raised()
         return [(_SIDE_PORT[e.side], e.vnet, e.frame) for e in result.emits]

@@ -20,8 +20,10 @@ tenant instead of one per tenant (12.5 MiB of resident memory at 100 tenants, is
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from cjb.gateway.dataplane.packet_io import (
     PACKET_OUTGOING,
@@ -30,11 +32,54 @@ from cjb.gateway.dataplane.packet_io import (
     kernel_drops,
     open_port,
 )
-from cjb.gateway.dataplane.router import FrameRouter, Port, VnetFrameRouter
+from cjb.gateway.dataplane.router import FrameRouter, Port, RouterCounters, VnetFrameRouter
 from cjb.gateway.xlat import Translator
 from cjb.gateway.xlat.gso import VNET_HDR_LEN, VnetTranslator
 
 BATCH = 256  # frames read per wakeup before yielding to the loop
+ERROR_LOG_INTERVAL = 10.0  # seconds: at most one log line about data-path errors per worker
+# Drops that mean a bug, not bad input: the translator raised, or the router around it did.
+_BUG_DROPS = ("internal-error", "worker-error")
+
+log = logging.getLogger("cjb.gateway.worker")
+
+
+class ErrorReporter:
+    """Logs data-path exceptions at a bounded rate: at most one line per `interval`, with
+    how many happened since the last line and the last one's type and message (the
+    router's `last_error`). A flood of bad frames cannot flood the journal, and no
+    exception goes unreported for longer than `interval` while frames keep coming."""
+
+    def __init__(
+        self,
+        label: str,
+        interval: float = ERROR_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.interval = interval
+        self._clock = clock
+        self.reported = 0
+        self.lines = 0
+        self._quiet_until = float("-inf")
+
+    def check(self, counters: RouterCounters) -> None:
+        total = sum(counters.drops.get(name, 0) for name in _BUG_DROPS)
+        if total == self.reported:
+            return
+        now = self._clock()
+        if now < self._quiet_until:
+            return
+        log.error(
+            "%s: %d data-path exception(s) since the last report (frames dropped, counted "
+            "as internal-error/worker-error); last: %s",
+            self.label,
+            total - self.reported,
+            counters.last_error,
+        )
+        self.reported = total
+        self.lines += 1
+        self._quiet_until = now + self.interval
 
 
 class RxBuffer:
@@ -52,9 +97,11 @@ class TenantWorker:
         router: FrameRouter,
         sockets: Mapping[Port, socket.socket],
         rx: RxBuffer | None = None,
+        label: str = "worker",
     ) -> None:
         self.router = router
         self.sockets = dict(sockets)
+        self.errors = ErrorReporter(label)
         self._loop: asyncio.AbstractEventLoop | None = None
         rx = rx or RxBuffer()
         self._buffer = rx.data
@@ -66,7 +113,11 @@ class TenantWorker:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         for port, sock in self.sockets.items():
-            loop.add_reader(sock.fileno(), self._drain, port, sock)
+            loop.add_reader(sock.fileno(), self._drain_and_report, port, sock)
+
+    def _drain_and_report(self, port: Port, sock: socket.socket) -> None:
+        self._drain(port, sock)
+        self.errors.check(self.router.counters)  # per batch, not per frame
 
     def stop(self) -> None:
         for sock in self.sockets.values():
@@ -139,8 +190,9 @@ class VnetTenantWorker(TenantWorker):
         router: VnetFrameRouter,
         sockets: Mapping[Port, socket.socket],
         rx: RxBuffer | None = None,
+        label: str = "worker",
     ) -> None:
-        super().__init__(router, sockets, rx)
+        super().__init__(router, sockets, rx, label)
 
     def _drain(self, port: Port, sock: socket.socket) -> None:
         router, view = self.router, self._view
@@ -200,6 +252,9 @@ def open_worker(
         for sock in sockets.values():
             sock.close()
         raise
+    label = f"worker on {names.get(Port.SERVICE, '?')}"  # the tenant's service link
     if vnet:
-        return VnetTenantWorker(VnetFrameRouter(VnetTranslator(translator), native), sockets, rx)
-    return TenantWorker(FrameRouter(translator, native), sockets, rx)
+        return VnetTenantWorker(
+            VnetFrameRouter(VnetTranslator(translator), native), sockets, rx, label
+        )
+    return TenantWorker(FrameRouter(translator, native), sockets, rx, label)

@@ -143,7 +143,12 @@ def _split_extension(body: bytes, length_words: int, unit: int) -> tuple[bytes, 
 
 
 def _join_extension(quoted: bytes, ext: bytes, unit: int, room: int) -> tuple[bytes, int]:
-    """Lay out quoted datagram + extension within `room` bytes; returns (body, length field)."""
+    """Lay out quoted datagram + extension within `room` bytes; returns (body, length field).
+
+    RFC 4884 §4.1, §4.5: with an extension, the original datagram field is zero-padded to
+    a multiple of `unit` (4 for ICMPv4, 8 for ICMPv6) and to at least 128 bytes, and the
+    length field counts it in those units; without one, the length is 0 and no padding.
+    """
     if ext and room - len(ext) >= RFC4884_MIN_ORIGINAL:
         space = (room - len(ext)) // unit * unit
         q = quoted[:space]
@@ -165,7 +170,9 @@ def quote_4to6(quoted: bytes) -> bytes | DropReason:
     dst6 = any_v4_to_v6(ip.dst)
     if src6 is None or dst6 is None:
         return DropReason.ADDRESS_NOT_TRANSLATABLE
-    l4 = bytearray(quoted[ip.ihl :])
+    # Up to the quoted packet's own length only: bytes after it are RFC 4884 padding,
+    # which the other family's padding replaces (_join_extension).
+    l4 = bytearray(quoted[ip.ihl : ip.total_length])
     upper_len = ip.total_length - ip.ihl
     next_header = NH_ICMPV6 if ip.protocol == PROTO_ICMP else ip.protocol
     if ip.fragment_offset == 0:
@@ -209,8 +216,10 @@ def quote_6to4(quoted: bytes) -> bytes | DropReason:
     chain = walk_extensions(quoted, ip.next_header, len(quoted))
     if isinstance(chain, Invalid):
         return DropReason.MALFORMED
-    l4 = bytearray(quoted[chain.upper_offset :])
     upper_len = ip.payload_length - (chain.upper_offset - 40)
+    if upper_len < 0:
+        return DropReason.MALFORMED  # extension headers longer than the payload length
+    l4 = bytearray(quoted[chain.upper_offset : 40 + ip.payload_length])  # no RFC 4884 padding
     total = 20 + upper_len
     protocol = PROTO_ICMP if chain.upper_layer == NH_ICMPV6 else chain.upper_layer
     frag = chain.fragment

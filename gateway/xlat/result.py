@@ -41,7 +41,6 @@ class DropReason(_FastHashEnum):
     SOURCE_ROUTE = "source-route"  # unexpired IPv4 source route (RFC 7915 §4.1); ICMP sent
     ROUTING_HEADER = "routing-header"  # segments left != 0 (RFC 7915 §5.1); ICMPv6 sent
     BAD_EXTENSION_HEADER = "bad-extension-header"
-    UNKNOWN_EXTENSION_HEADER = "unknown-extension-header"
     FRAGMENT_INVALID = "fragment-invalid"
     TOO_BIG = "too-big"  # DF set and larger than the MTU; ICMP error sent back
     ICMP_UNTRANSLATABLE = "icmp-untranslatable"  # no counterpart type/code (RFC 7915 §4.2, §5.2)
@@ -54,7 +53,7 @@ class DropReason(_FastHashEnum):
     NDP_NO_ARP_EQUIVALENT = "ndp-no-arp-equivalent"  # RS, RA, redirect
     MLD = "mld"  # MLD has no IPv4 counterpart on this link
     IGMP = "igmp"  # IGMP has no IPv6 counterpart here (RFC 7915 §4.2)
-    INTERNAL_ERROR = "internal-error"  # a translator bug; counted, never raised to the data path
+    INTERNAL_ERROR = "internal-error"  # a translator bug: counted, kept in Translator.errors
 
 
 # Emit and XlatResult are NamedTuples: as immutable as a frozen dataclass, and cheaper to

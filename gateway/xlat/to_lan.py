@@ -18,7 +18,6 @@ from cjb.common.packet.ethernet import (
 from cjb.common.packet.ipv4 import FLAG_DF, FLAG_MF, PROTO_ICMP, build_ipv4
 from cjb.common.packet.ipv6 import (
     NH_ICMPV6,
-    OPAQUE_EXTENSIONS,
     SKIPPABLE_EXTENSIONS,
     IPv6Header,
     parse_ipv6,
@@ -28,7 +27,7 @@ from cjb.common.packet.ndp import NDP_HOP_LIMIT
 from cjb.gateway.xlat import local_errors
 from cjb.gateway.xlat.addressing import GROUP_6TO4, unicast_v6_to_v4
 from cjb.gateway.xlat.alg.udp import to_lan_udp
-from cjb.gateway.xlat.config import IPV6_MIN_MTU, XlatConfig
+from cjb.gateway.xlat.config import HEADER_GROWTH, IPV6_MIN_MTU, XlatConfig
 from cjb.gateway.xlat.icmp_map import DF_THRESHOLD, adjust_transport, icmp_6to4
 from cjb.gateway.xlat.neighbor import ndp_to_arp
 from cjb.gateway.xlat.result import DropReason, Emit, Side, XlatResult
@@ -62,8 +61,10 @@ def ipv6_to_lan(
 
     upper = chain.upper_layer
     frag = chain.fragment
-    whole = frag is None
-    if frag is not None:
+    # RFC 6946 §4: an atomic fragment (offset 0, M = 0) is a whole packet, processed in
+    # isolation; it still keeps its Identification (RFC 7915 §5.1.1, below).
+    whole = frag is None or (frag.offset == 0 and not frag.more)
+    if frag is not None and not whole:
         if frag.next_header in SKIPPABLE_EXTENSIONS:
             # Headers after the Fragment header sit in the first fragment only; translating
             # that one without them and the rest with them could never reassemble.
@@ -74,9 +75,12 @@ def ipv6_to_lan(
         icmp_type = packet[chain.upper_offset]
         if icmp_type in (I.V6_NEIGHBOR_SOLICITATION, I.V6_NEIGHBOR_ADVERTISEMENT):
             msg = packet[chain.upper_offset :]
-            # RFC 4861 §7.1: hop limit 255 and a valid checksum, or it is not NDP.
-            if ip.hop_limit != NDP_HOP_LIMIT or not verify(
-                msg, pseudo_header_sum_v6(ip.src, ip.dst, NH_ICMPV6, len(msg))
+            # RFC 4861 §7.1: hop limit 255 and a valid checksum, or it is not NDP; RFC 6980
+            # §5: NDP in a packet with a Fragment header (even an atomic one) is ignored.
+            if (
+                frag is not None
+                or ip.hop_limit != NDP_HOP_LIMIT
+                or not verify(msg, pseudo_header_sum_v6(ip.src, ip.dst, NH_ICMPV6, len(msg)))
             ):
                 return XlatResult(drop=DropReason.NDP_INVALID)
             return ndp_to_arp(eth, ip, msg)
@@ -101,20 +105,28 @@ def ipv6_to_lan(
         dst4 = mapped
         eth_dst = eth.dst
 
+    first = frag is None or frag.offset == 0
+    # RFC 4443 §2.4(e.1): never an ICMPv6 error about an ICMPv6 error message.
+    quotes_error = (
+        upper == NH_ICMPV6
+        and first
+        and len(packet) > chain.upper_offset
+        and I.is_v6_error(packet[chain.upper_offset])
+    )
     if chain.routing_segments_left_offset is not None:
         # RFC 7915 §5.1: not translated; parameter problem pointing at Segments Left,
-        # except about multicast or non-initial fragments (RFC 4443 §2.4(e)).
-        if ip.dst[0] == 0xFF or (frag is not None and frag.offset):
+        # except about multicast (RFC 4443 §2.4(e.3)), a non-initial fragment (whose
+        # upper layer is unknown, so it may be an error message) or an ICMPv6 error.
+        if ip.dst[0] == 0xFF or not first or quotes_error:
             return XlatResult(drop=DropReason.ROUTING_HEADER)
         err = local_errors.parameter_problem(
             cfg, eth.src, packet, ip.src, chain.routing_segments_left_offset
         )
         return XlatResult((err,), DropReason.ROUTING_HEADER)
-    if upper in OPAQUE_EXTENSIONS:
-        return XlatResult(drop=DropReason.UNKNOWN_EXTENSION_HEADER)
+    # Any other Next Header value (AH, experiments 253/254, protocols we do not know) is
+    # the upper layer: RFC 7915 §5.1 copies it into Protocol, payload untouched.
 
     payload = packet[chain.upper_offset :]
-    first = frag is None or frag.offset == 0
     if upper == NH_ICMPV6:
         if not whole:
             return XlatResult(drop=DropReason.ICMP_FRAGMENTED)
@@ -128,7 +140,7 @@ def ipv6_to_lan(
         if first:
             short = transport_too_short(protocol, len(payload))
             if short is not None:
-                return XlatResult(drop=DropReason.FRAGMENT_INVALID if frag else short)
+                return XlatResult(drop=short if whole else DropReason.FRAGMENT_INVALID)
             l4 = bytearray(payload)
             # mDNS/SSDP payloads rewritten (issue 5): new UDP length and checksum included.
             alg = to_lan_udp(protocol, not whole, l4, ip.src + ip.dst, src4 + dst4, cfg)
@@ -150,7 +162,9 @@ def ipv6_to_lan(
         df = total > DF_THRESHOLD
         if total > cfg.lan_mtu:
             if df:
-                mtu = max(cfg.lan_mtu + 20, IPV6_MIN_MTU)
+                if quotes_error:  # RFC 4443 §2.4(e.1)
+                    return XlatResult(drop=DropReason.TOO_BIG)
+                mtu = max(cfg.lan_mtu + HEADER_GROWTH, IPV6_MIN_MTU)
                 err = local_errors.packet_too_big(cfg, eth.src, packet, ip.src, mtu)
                 return XlatResult((err,), DropReason.TOO_BIG)
             return _fragmented(

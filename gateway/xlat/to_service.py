@@ -25,12 +25,24 @@ from cjb.common.packet.ipv4 import (
     has_unexpired_source_route,
     parse_ipv4,
 )
-from cjb.common.packet.ipv6 import NH_FRAGMENT, NH_ICMPV6, build_fragment, build_ipv6
+from cjb.common.packet.ipv6 import (
+    FRAGMENT_HEADER_LEN,
+    IPV6_HEADER_LEN,
+    NH_FRAGMENT,
+    NH_ICMPV6,
+    build_fragment,
+    build_ipv6,
+)
 from cjb.common.packet.transport import CHECKSUM_OFFSET
 from cjb.gateway.xlat import local_errors
-from cjb.gateway.xlat.addressing import GROUP_4TO6, LIMITED_BROADCAST, unicast_v4_to_v6
+from cjb.gateway.xlat.addressing import (
+    GROUP_4TO6,
+    LIMITED_BROADCAST,
+    unicast_v4_to_v6,
+    v4_to_v6,
+)
 from cjb.gateway.xlat.alg.udp import to_service_udp
-from cjb.gateway.xlat.config import UdpZeroChecksum, XlatConfig
+from cjb.gateway.xlat.config import HEADER_GROWTH, UdpZeroChecksum, XlatConfig
 from cjb.gateway.xlat.icmp_map import adjust_transport, icmp_4to6
 from cjb.gateway.xlat.result import DropReason, Emit, Side, XlatResult
 
@@ -66,6 +78,18 @@ def may_report_v4(ip: IPv4Header, multicast: bool, packet: bytes) -> bool:
     )
 
 
+def _is_icmp_error_from_unusable_host(ip: IPv4Header, packet: bytes) -> bool:
+    """An unfragmented ICMPv4 error whose source is in 0/8 or 127/8 (not multicast, class E
+    or broadcast: those never name a sender, RFC 1122 §3.2.1.3)."""
+    return (
+        ip.src[0] in (0, 127)
+        and ip.protocol == PROTO_ICMP
+        and not ip.is_fragment
+        and len(packet) > ip.ihl
+        and packet[ip.ihl] in V4_ERROR_TYPES
+    )
+
+
 def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatResult:
     packet = frame[ETH_HEADER_LEN:]
     ip = parse_ipv4(packet)
@@ -75,7 +99,11 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
 
     src6 = unicast_v4_to_v6(ip.src)
     if src6 is None:
-        return XlatResult(drop=DropReason.ADDRESS_NOT_TRANSLATABLE)
+        if not _is_icmp_error_from_unusable_host(ip, packet):
+            return XlatResult(drop=DropReason.ADDRESS_NOT_TRANSLATABLE)
+        # RFC 7915 §4.1: the "illegal" source of an ICMPv4 error (0/8, 127/8) is
+        # translated, for troubleshooting; fe80::/96 maps every address.
+        src6 = v4_to_v6(ip.src)
     if ip.dst == LIMITED_BROADCAST or eth.dst == BROADCAST_MAC:
         return XlatResult(drop=DropReason.BROADCAST)
     if ip.protocol == PROTO_IGMP:
@@ -157,7 +185,7 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
                 if not may_report_v4(ip, multicast, packet):
                     return XlatResult(drop=DropReason.TOO_BIG)
                 err = local_errors.fragmentation_needed(
-                    cfg, eth.src, packet, ip.src, cfg.service_mtu - 20
+                    cfg, eth.src, packet, ip.src, cfg.service_mtu - HEADER_GROWTH
                 )
                 return XlatResult((err,), DropReason.TOO_BIG)
         elif size > limit:
@@ -172,8 +200,27 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
         )
         return XlatResult((Emit(Side.SERVICE, eth_header + header + payload),))
 
-    # An IPv4 fragment: always gets a Fragment header (RFC 7915 §4.1), split further if needed.
-    return _fragmented(eth_header, ip, src6, dst6, next_header, payload, limit)
+    # An IPv4 fragment: always gets a Fragment header (RFC 7915 §4.1), split further if
+    # needed, unless DF forbids that: RFC 7915 §4.1 then sends "fragmentation needed"
+    # (a DF fragment is rare, but legal). The MTU it reports leaves room for the Fragment
+    # header too, so a sender that obeys it gets through (RFC 7915 §4.1's 1232 = 1280 - 48).
+    if ip.dont_fragment and IPV6_HEADER_LEN + FRAGMENT_HEADER_LEN + len(payload) > cfg.service_mtu:
+        if not may_report_v4(ip, multicast, packet):
+            return XlatResult(drop=DropReason.TOO_BIG)
+        err = local_errors.fragmentation_needed(
+            cfg, eth.src, packet, ip.src, cfg.service_mtu - HEADER_GROWTH - FRAGMENT_HEADER_LEN
+        )
+        return XlatResult((err,), DropReason.TOO_BIG)
+    # DF set: never split further, whatever lowest-ipv6-mtu says (that is for DF = 0).
+    return _fragmented(
+        eth_header,
+        ip,
+        src6,
+        dst6,
+        next_header,
+        payload,
+        cfg.service_mtu if ip.dont_fragment else limit,
+    )
 
 
 def _fragmented(

@@ -18,6 +18,7 @@ from cjb.common.packet.ethernet import (
 )
 from cjb.gateway.xlat.config import XlatConfig
 from cjb.gateway.xlat.counters import XlatCounters
+from cjb.gateway.xlat.errors import RecentErrors
 from cjb.gateway.xlat.fast_path import ipv4_to_service_fast, ipv6_to_lan_fast
 from cjb.gateway.xlat.neighbor import arp_to_ndp
 from cjb.gateway.xlat.result import Direction, DropReason, XlatResult
@@ -35,6 +36,9 @@ class Translator:
         self.config = config or XlatConfig()
         self.fast_path = fast_path
         self.counters = XlatCounters()
+        # Exceptions caught below, with type and message: INTERNAL_ERROR counts them, this
+        # says what they were (the worker logs them, `cjb xlat` exits 3 on them).
+        self.errors = RecentErrors()
         self._ids = IdentificationSource(first_ipv4_id)
 
     def translate(self, frame: bytes | bytearray | memoryview, direction: Direction) -> XlatResult:
@@ -54,7 +58,8 @@ class Translator:
                 result = ipv6_to_lan_fast(frame, self.config, self._ids) or self._dispatch(
                     frame, direction
                 )
-        except Exception:
+        except Exception as exc:  # a core bug must not stop the data path; kept, not hidden
+            self.errors.record(exc, direction, frame)
             result = XlatResult(drop=DropReason.INTERNAL_ERROR)
         if result.drop is not None:
             counters.drops[result.drop] += 1
