@@ -592,7 +592,7 @@ def test_curl_from_outside_python(gw: Gateway) -> None:
             ca,
             "-H",
             f"Authorization: Bearer {gw.token}",
-            f"{gw.url}/v1/operator/status",
+            f"{gw.op_url}/v1/operator/status",
         ],
         capture_output=True,
         text=True,
