@@ -144,7 +144,7 @@ def test_fig7_through_enrolled_wireguard(lab: LabState) -> None:
 
 def test_no_wireguard_private_key_in_logs_or_status(lab: LabState) -> None:
     run = lab.run_dir
-    key_files = [run / "gateway-state/wireguard/private.key"] + [
+    key_files = [run / "gateway-state/dataplane/wireguard/private.key"] + [
         enrolled_lab.appliance_root(run, k) / "var/lib/cjb/wireguard.key"
         for k in range(1, TENANTS + 1)
     ]

@@ -47,15 +47,23 @@ class Owners:
 
     @classmethod
     def of(cls, api_user: str, dataplane_user: str) -> Owners:
-        try:
-            api, data = pwd.getpwnam(api_user), pwd.getpwnam(dataplane_user)
-        except KeyError as exc:
-            raise ControlError(
-                "unknown-user",
-                f"no such user {exc.args[0]}; create the users first "
-                "(gateway/systemd/cjb-gateway.sysusers.conf, then `systemd-sysusers`)",
-            ) from None
-        return cls(api.pw_uid, api.pw_gid, data.pw_uid, data.pw_gid)
+        """By user name, or by a number (uid = gid, no passwd entry needed: the lab)."""
+        api, data = _ids(api_user), _ids(dataplane_user)
+        return cls(*api, *data)
+
+
+def _ids(user: str) -> tuple[int, int]:
+    if user.isdigit():
+        return int(user), int(user)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ControlError(
+            "unknown-user",
+            f"no such user {user}; create the users first "
+            "(gateway/systemd/cjb-gateway.sysusers.conf, then `systemd-sysusers`)",
+        ) from None
+    return entry.pw_uid, entry.pw_gid
 
 
 @dataclass(frozen=True)
