@@ -7,8 +7,9 @@ Keeping expired and used nonces a while longer lets a refusal say *why* ("expire
 
 Eviction is per source (ratelimit.source_key: an IPv4 address or an IPv6 /64): a source holds
 at most `per_source` issued nonces, past which its own oldest is forgotten; when the whole store
-is full, the oldest nonce of the source holding the most goes. So one source can never push out
-another's nonce while it holds fewer than that other source (a flooder only evicts itself).
+is full, the oldest nonce of the source holding the most goes (of equal holders, the one that
+asked last). So one source only ever evicts its own nonces, and a flood from many sources
+evicts a quiet device's nonce only once every flooding source holds fewer than that device.
 `consume` is plain synchronous code: called from one event loop it is atomic, so two requests
 carrying the same nonce can never both see "ok".
 """
@@ -53,16 +54,19 @@ class NonceStore:
             raise ValueError("a nonce needs 32 random bytes")
         self._sweep(now)
         nonce = base64.urlsafe_b64encode(random32).rstrip(b"=").decode()
-        mine = self._by_source.setdefault(source, OrderedDict())
+        # Most recently active source last: among equal holders, the active one pays.
+        mine = self._by_source.pop(source, None) or OrderedDict()
+        self._by_source[source] = mine
         while len(mine) >= self.per_source:
             self._forget_oldest(source)
         while len(self._issued) >= self.cap:
-            biggest = max(self._by_source, key=lambda s: len(self._by_source[s]))
+            biggest = max(reversed(self._by_source), key=lambda s: len(self._by_source[s]))
             if biggest != source:
                 self.evicted_other_source += 1
             self._forget_oldest(biggest)
         self._issued[nonce] = (now, source)
         mine[nonce] = now
+        self._by_source[source] = mine  # again: evicting its last entry may have dropped it
         return nonce
 
     def consume(self, nonce: str, now: float) -> NonceVerdict:
