@@ -8,7 +8,7 @@ DIR/api/            API user (cjb-gw-api), 0700: what only `cjb gateway serve` m
     registry.sqlite3    the registry (registry.py): inventory, operator credential hashes, audit
 DIR/dataplane/      data-plane user (cjb-gw-data), 0700: what only `cjb gateway run` may read
     wireguard/private.key   X25519, base64 like `wg genkey` (0600)
-DIR/shared/         API user, group of the data-plane user, 0750
+DIR/shared/         API user, group of the data-plane user, 2750 (setgid: files inherit it)
     wireguard.pub       the gateway's WireGuard public key (0644; the API puts it in DeviceConfig)
     desired.json        what the data plane needs from the registry (0640), see export.py
 
@@ -135,6 +135,11 @@ class StateDir:
             )
 
 
+def _blank(root: Path) -> bool:
+    """Nothing but empty directories (what cjb-gateway.tmpfiles.conf creates before init)."""
+    return all(p.is_dir() and not p.is_symlink() for p in root.rglob("*"))
+
+
 def _mkdir(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
     path.mkdir(mode=mode, parents=True, exist_ok=True)
     os.chmod(path, mode)  # mkdir's mode passes through the umask
@@ -152,7 +157,8 @@ def _dirs(layout: StateDir, owners: Owners | None) -> None:
         _mkdir(layout.api_dir / sub, 0o700, api)
     _mkdir(layout.dataplane_dir, 0o700, data)
     _mkdir(layout.dataplane_dir / "wireguard", 0o700, data)
-    _mkdir(layout.shared_dir, 0o750, shared)
+    # setgid: files the API creates there take the data plane's group (so it can read them).
+    _mkdir(layout.shared_dir, 0o2750, shared)
 
 
 def init_state_dir(
@@ -169,7 +175,7 @@ def init_state_dir(
     """Create everything once; refuse when `root` already holds a gateway (or anything else).
     With `owners` (run as root) each part goes to its user; without, all stays the caller's."""
     layout = StateDir(root)
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and not _blank(root):
         raise ControlError(
             "state-dir-exists",
             f"{root} exists and is not empty; refusing to overwrite a gateway's keys "
