@@ -263,8 +263,9 @@ def migrate_state_dir(
         if not old.exists():
             continue
         os.replace(old, new)
-        if who[owner] is not None:
-            os.chown(new, *who[owner])  # type: ignore[misc]
+        ids = who[owner]
+        if ids is not None:
+            os.chown(new, *ids)
         say(f"moved {old} -> {new}")
     if (layout.wg_public).exists():
         os.chmod(layout.wg_public, 0o644)
@@ -285,10 +286,9 @@ def migrate_state_dir(
                 "`cjb gateway operator revoke migrated`"
             )
         export_desired(reg, layout)
-    if who["api"] is not None:
-        for extra in [layout.desired, *layout.api_dir.glob("registry.sqlite3*")]:
-            os.chown(extra, *who["api"])  # type: ignore[misc]
-        os.chown(layout.desired, owners.api_uid, owners.data_gid)  # type: ignore[union-attr]
+    if owners is not None:  # SQLite may have made -wal/-shm files as root meanwhile
+        for extra in layout.api_dir.glob("registry.sqlite3*"):
+            os.chown(extra, owners.api_uid, owners.api_gid)
     say(f"wrote {layout.desired} (the data plane's read-only view of the registry)")
     say(
         f'point the data plane\'s gateway.json at it: "wireguard": {{"private_key_file": '
