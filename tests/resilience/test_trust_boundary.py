@@ -630,3 +630,44 @@ def test_settings_refuse_one_port_for_both_listeners() -> None:
     with pytest.raises(ValueError, match=r"operator\.port must differ"):
         Settings.model_validate({"api": {"port": 9000}, "operator": {"port": 9000}})
     assert pwd  # (imported for the root tests)
+
+
+@pytest.mark.root
+def test_migration_splits_an_old_state_dir_between_two_users(tmp_path: Path) -> None:
+    """An old single-directory state dir (one user, everything together) migrated as root
+    with both users: afterwards each user reads exactly what the layout says."""
+    from cjb.gateway.control.statedir import migrate_state_dir
+
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("needs root and useradd: creates two throw-away users")
+    base = Path("/var/tmp") / f"cjbmig-{uuid.uuid4().hex[:8]}"  # noqa: S108 - others walk it
+    try:
+        new = init_state_dir(tmp_path / "new", ["localhost"], "x:1")
+        old = base / "gw"
+        for rel, src in (
+            ("ca/ca.key", new.ca_key), ("ca/ca.pem", new.ca_cert),
+            ("tls/server.key", new.server_key), ("tls/server.pem", new.server_cert),
+            ("wireguard/private.key", new.wg_private),
+            ("wireguard/public.key", new.wg_public), ("gateway.toml", new.settings),
+            ("registry.sqlite3", new.registry),
+        ):  # fmt: skip
+            (old / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (old / rel).write_bytes(src.read_bytes())
+        (old / "operator.token").write_text("legacy\n")
+        said: list[str] = []
+        with _users(2) as (api_user, data_user):
+            layout = migrate_state_dir(old, Owners.of(api_user, data_user), said.append)
+            wrong = []
+            for path, api_reads, data_reads in _read_policy(layout):
+                for user, allowed in ((api_user, api_reads), (data_user, data_reads)):
+                    done = subprocess.run(
+                        ["runuser", "-u", user, "--", "cat", str(path)],
+                        capture_output=True, check=False,
+                    )  # fmt: skip
+                    if (done.returncode == 0 and bool(done.stdout)) != allowed:
+                        wrong.append(f"{user} {path.relative_to(layout.root)}")
+        assert not wrong, wrong
+        assert any("operator credential 'migrated'" in line for line in said), said
+        assert not (old / "operator.token").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
