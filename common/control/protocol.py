@@ -6,8 +6,8 @@ Endpoints (HTTPS; JSON bodies; errors are `ErrorBody` with a 4xx/5xx status):
   POST /v1/enroll              EnrollRequest -> EnrollResponse  (factory-key signature header)
   GET  /v1/device/config       -> DeviceConfig                  (mTLS: device certificate)
   POST /v1/device/heartbeat    Heartbeat -> HeartbeatResponse   (mTLS: device certificate)
-  /v1/operator/...             operator API                     (bearer token)
-  GET  /metrics                Prometheus text format           (operator token)
+  /v1/operator/..., /metrics   operator API, Prometheus text    (operator listener only,
+                                                                 named bearer tokens)
 
 Enrollment proof of possession (DESIGN §3: nonces, not clocks): the device asks for a fresh
 nonce, puts it in the EnrollRequest, and signs the exact request body bytes with its factory
