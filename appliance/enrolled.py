@@ -66,6 +66,7 @@ from cjb.common.control.protocol import (
 )
 from cjb.common.netlink import Bridge, Existing, Kernel, Link, Namespace, NetworkSpec, apply, nft
 from cjb.common.netlink.kernel import NetlinkError
+from cjb.common.private_file import atomic_write
 
 log = logging.getLogger("cjb.appliance")
 OWNER = "appliance"
@@ -467,6 +468,5 @@ class EnrolledAgent:
     def write_status(self) -> None:
         path = Path(self.cfg.state_dir) / STATUS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.status(), indent=2, sort_keys=True) + "\n"
+        atomic_write(path, text, 0o644, durable=False)

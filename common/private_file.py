@@ -5,7 +5,9 @@ told otherwise: keys, inventories, images), fchmods it (the umask can only take 
 an older temporary file may have others), writes, fsyncs, renames it over the target and
 fsyncs the directory, so a reader or a crash sees the old file or the new one, never half, and
 nobody ever sees the content under a wider mode. `atomic_output` is the same for a writer that
-streams (tarfile). `group` hands the file to a group (e.g. the data plane's, for 0640 files).
+streams (tarfile). `owner` hands the file to a user and group (e.g. shared/ files that the
+data plane's group reads). `durable=False` skips the fsyncs, for status files in /run that are
+rewritten every second (still atomic; only a power cut may lose the last one).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def atomic_output(
     *,
     exclusive: bool = False,
     owner: tuple[int, int] | None = None,
+    durable: bool = True,
 ) -> Iterator[BinaryIO]:
     """Yields a binary file; on a clean exit it replaces `path` (`exclusive`: refuses to when
     `path` exists). `owner` (uid, gid), with -1 for "unchanged", needs the right to chown."""
@@ -41,7 +44,8 @@ def atomic_output(
         with os.fdopen(fd, "wb", closefd=False) as f:
             yield f
             f.flush()
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -54,7 +58,8 @@ def atomic_output(
             tmp.unlink()
     else:
         os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def atomic_write(
@@ -64,8 +69,9 @@ def atomic_write(
     *,
     exclusive: bool = False,
     owner: tuple[int, int] | None = None,
+    durable: bool = True,
 ) -> None:
-    with atomic_output(path, mode, exclusive=exclusive, owner=owner) as f:
+    with atomic_output(path, mode, exclusive=exclusive, owner=owner, durable=durable) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
