@@ -315,10 +315,13 @@ def test_audit_log_keeps_max_rows_and_max_age(tmp_path: Path) -> None:
         for i in range(250):
             reg.audit("enroll-refused", f"SN-{i}", "192.0.2.1", "unknown-serial")
         assert reg.audit_rows() == 100 and reg.audit_pruned() == 150
+        # Counters read from the log do not go down when rows go.
+        assert reg.enrollment_outcomes() == {"unknown-serial": 250}
         assert reg.audit_log(limit=1)[0].serial == "SN-249"  # the newest stay
         now[0] += 7200  # two hours later: everything before is past max_age
         reg.audit("enroll-refused", "SN-late", None, "unknown-serial")
         assert reg.audit_rows() == 1 and reg.audit_pruned() == 250
+        assert reg.enrollment_outcomes() == {"unknown-serial": 251}
 
 
 # -- operator credentials -----------------------------------------------------------------

@@ -109,6 +109,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             # Audit retention prunes by age and by id.
             "CREATE INDEX audit_by_time ON audit(at)",
             "INSERT INTO meta (key, value) VALUES ('audit_pruned', 0)",
+            # What pruned rows counted, so counters read from the log never go down.
+            """CREATE TABLE audit_pruned_counts (
+                event TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                n INTEGER NOT NULL,
+                PRIMARY KEY (event, reason)
+            )""",
         ),
     ),
 )

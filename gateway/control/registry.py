@@ -272,12 +272,22 @@ class Registry:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (at, event, serial, peer, reason, json.dumps(detail or {}, sort_keys=True)),
         )
-        # Retention on every write, in the same transaction: two range deletes on indexes.
+        # Retention on every write, in the same transaction: range deletes on indexes, after
+        # adding what the pruned rows counted to audit_pruned_counts.
         limits = self.audit_limits
-        pruned = c.execute(
-            "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (limits.max_rows,)
-        ).rowcount
-        pruned += c.execute("DELETE FROM audit WHERE at < ?", (at - limits.max_age,)).rowcount
+        pruned = 0
+        for where, arg in (
+            ("id <= (SELECT MAX(id) FROM audit) - ?", limits.max_rows),
+            ("at < ?", at - limits.max_age),
+        ):
+            c.execute(
+                "INSERT INTO audit_pruned_counts (event, reason, n) "  # noqa: S608 (fixed)
+                f"SELECT event, COALESCE(reason, ''), COUNT(*) FROM audit WHERE {where} "
+                "GROUP BY 1, 2 ORDER BY 1, 2 "
+                "ON CONFLICT (event, reason) DO UPDATE SET n = n + excluded.n",
+                (arg,),
+            )
+            pruned += c.execute(f"DELETE FROM audit WHERE {where}", (arg,)).rowcount  # noqa: S608
         if pruned:
             c.execute("UPDATE meta SET value = value + ? WHERE key = 'audit_pruned'", (pruned,))
 
@@ -329,7 +339,13 @@ class Registry:
         return [_from_row(AuditRow, r, detail=json.loads(r["detail_json"])) for r in rows]
 
     def enrollment_outcomes(self) -> dict[str, int]:
-        rows = self._read("SELECT event, reason, COUNT(*) FROM audit GROUP BY event, reason")
+        """Enrollment attempts by outcome since the registry was created (pruned rows too)."""
+        rows = self._read(
+            "SELECT event, NULLIF(reason, ''), SUM(n) FROM ("
+            "SELECT event, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM audit "
+            "GROUP BY 1, 2 UNION ALL SELECT event, reason, n FROM audit_pruned_counts"
+            ") GROUP BY 1, 2"
+        )
         out: dict[str, int] = {}
         for event, reason, n in rows:
             if event == "enroll-ok":
