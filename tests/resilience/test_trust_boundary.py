@@ -396,6 +396,8 @@ def test_audit_storage_is_capped(tmp_path: Path, report: Report) -> None:
     )  # fmt: skip
     assert rows == 100 and pruned >= tries - 100
     assert f"cjb_audit_pruned_total {float(pruned)}" in text
+    # The enrollment counters still count every attempt, pruned rows included.
+    assert f'cjb_enrollments_total{{outcome="unknown-serial"}} {float(tries)}' in text
 
 
 class _GatewayHandle:
