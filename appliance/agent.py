@@ -30,6 +30,7 @@ from cjb.appliance.tunnel import PlainVxlanBuilder, TunnelBuilder
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.netlink import Bridge, Existing, Link, Namespace, NetworkSpec, Vxlan, apply
 from cjb.common.netlink.real import RealKernel
+from cjb.common.private_file import atomic_write
 
 log = logging.getLogger("cjb.appliance")
 OWNER = "appliance"
@@ -63,9 +64,7 @@ def status_path(cfg: ApplianceModel) -> Path:
 def _write_status(cfg: ApplianceModel, data: dict[str, object]) -> None:
     path = status_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n", 0o644, durable=False)
 
 
 def run(cfg: ApplianceModel) -> None:

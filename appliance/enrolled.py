@@ -55,6 +55,9 @@ from cjb.appliance.store import Store
 from cjb.appliance.tunnel import TunnelBuilder, TunnelError, TunnelRequest, TunnelStatus
 from cjb.appliance.wan_filter import TABLE_FAMILY, TABLE_NAME, FilterSpec, filter_table
 from cjb.common.control.protocol import (
+    COUNTER_NAME,
+    MAX_HEARTBEAT_COUNTERS,
+    MAX_WIRE_INT,
     DeviceConfig,
     EnrollRequest,
     EnrollResponse,
@@ -63,6 +66,7 @@ from cjb.common.control.protocol import (
 )
 from cjb.common.netlink import Bridge, Existing, Kernel, Link, Namespace, NetworkSpec, apply, nft
 from cjb.common.netlink.kernel import NetlinkError
+from cjb.common.private_file import atomic_write
 
 log = logging.getLogger("cjb.appliance")
 OWNER = "appliance"
@@ -414,7 +418,9 @@ class EnrolledAgent:
             out.update(self._tunnel.counters)
         out.update(self.discovery.counters())
         out.update(self.machine.counters.as_dict())
-        return out
+        # The gateway refuses a heartbeat outside the wire bounds: send what fits.
+        fits = sorted(k for k in out if COUNTER_NAME.match(k))[:MAX_HEARTBEAT_COUNTERS]
+        return {k: min(max(0, int(out[k])), MAX_WIRE_INT) for k in fits}
 
     def heartbeat(self) -> Heartbeat:
         config_version = self.enrollment.config.config_version if self.enrollment else 0
@@ -423,9 +429,9 @@ class EnrolledAgent:
         return Heartbeat(
             serial=self.identity.serial,
             config_version=config_version,
-            uptime_seconds=int(self.clock() - self._started),
+            uptime_seconds=min(max(0, int(self.clock() - self._started)), MAX_WIRE_INT),
             tunnel_up=bool(tunnel and tunnel.up and tunnel.on_bridge),
-            last_handshake_age_seconds=None if age is None else int(age),
+            last_handshake_age_seconds=None if age is None else min(max(0, int(age)), MAX_WIRE_INT),
             counters=self.counters(),
             lan=self.lan,
         )
@@ -462,6 +468,5 @@ class EnrolledAgent:
     def write_status(self) -> None:
         path = Path(self.cfg.state_dir) / STATUS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.status(), indent=2, sort_keys=True) + "\n"
+        atomic_write(path, text, 0o644, durable=False)

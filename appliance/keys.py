@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.control.protocol import ENROLL_SIGNING_CONTEXT
+from cjb.common.private_file import atomic_write
 
 WIREGUARD_KEY = "wireguard.key"
 DEVICE_KEY = "device-key.pem"
@@ -33,22 +33,9 @@ class IdentityError(Exception):
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write atomically (temp + fsync + rename + fsync dir); the file is 0600 from birth."""
+    """Write atomically; the file has `mode` (0600) from birth (common/private_file.py)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)  # an older temp file may have had other bits
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a power cut
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, data, mode)
 
 
 def b64(raw: bytes) -> str:

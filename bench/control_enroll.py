@@ -94,7 +94,7 @@ def main() -> None:
         port = _free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "cjb.cli", "gateway", "serve", "--state-dir", str(layout.root),
-             "--listen", "127.0.0.1", "--port", str(port)],
+             "--listen", "127.0.0.1", "--port", str(port), "--operator-port", "0"],
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -177,10 +180,11 @@ def tenant_show(config_path: Path, name: str) -> None:
         click.echo(f"  {key:24} {value}")
 
 
-# -- control plane (issue 4): state dir, inventory, HTTPS API --------------------------------
-# The device commands use the registry (SQLite, WAL) directly: they run on the gateway host,
-# beside a running `serve`, which re-reads the registry on every request. The HTTP operator
-# API (/v1/operator/*) offers the same for remote tools.
+# -- control plane: state dir, inventory, operators, HTTPS API --------------------------------
+# The device and operator commands use the registry (SQLite, WAL) directly: they run on the
+# gateway host as the API's user, beside a running `serve`, which re-reads the registry on
+# every request. The HTTP operator API (/v1/operator/*, on the operator listener) offers the
+# same for tools.
 
 DEFAULT_STATE_DIR = "/var/lib/cjb-gateway"
 
@@ -194,16 +198,32 @@ state_dir_option = click.option(
 )
 
 
-def _registry(state_dir: Path) -> Registry:
+@contextlib.contextmanager
+def _registry(state_dir: Path) -> Iterator[Registry]:
+    """The registry, and afterwards the data plane's export brought up to date (a running
+    `serve` does that too; this covers a stopped one)."""
+    from cjb.gateway.control.errors import ControlError
+    from cjb.gateway.control.export import write_export
     from cjb.gateway.control.registry import Registry
     from cjb.gateway.control.statedir import StateDir
 
     layout = StateDir(state_dir)
+    try:
+        layout.require_current()
+    except ControlError as exc:
+        raise click.ClickException(exc.message) from None
     if not layout.registry.exists():
         raise click.ClickException(
             f"{layout.registry}: no registry; run `cjb gateway init --state-dir {state_dir}`"
         )
-    return Registry.open(layout.registry)
+    # As root on another user's registry, SQLite gives the -wal/-shm files it creates to the
+    # database file's owner, and write_export keeps shared/'s owner: the API can still open
+    # everything afterwards.
+    with Registry.open(layout.registry) as reg:
+        generation = reg.generation()
+        yield reg
+        if reg.generation() != generation and layout.shared_dir.is_dir():
+            write_export(reg, layout.desired)
 
 
 @gateway.command()
@@ -222,29 +242,108 @@ def _registry(state_dir: Path) -> Registry:
     show_default=True,
     help="WireGuard endpoint appliances dial (host:port).",
 )
-@click.option("--listen", default="::", show_default=True, help="HTTPS listen address.")
+@click.option("--listen", default="::", show_default=True, help="Device HTTPS listen address.")
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535))
-def init(state_dir: Path, sans: tuple[str, ...], endpoint: str, listen: str, port: int) -> None:
-    """Create the state dir: CA, HTTPS certificate, WireGuard keys, operator token, settings."""
+@click.option(
+    "--operator-listen",
+    default="127.0.0.1",
+    show_default=True,
+    help="Operator API and /metrics listen address (keep it off the internet).",
+)
+@click.option("--operator-port", default=8444, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--api-user",
+    default=None,
+    help="Owner of api/ (CA, TLS key, registry); needs root. Default: the caller.",
+)
+@click.option(
+    "--dataplane-user",
+    default=None,
+    help="Owner of dataplane/ (WireGuard private key); needs root. Default: the caller.",
+)
+@click.option(
+    "--operator",
+    "operator_name",
+    default=None,
+    help="Also create the operator credential NAME and print its token (once).",
+)
+def init(
+    state_dir: Path,
+    sans: tuple[str, ...],
+    endpoint: str,
+    listen: str,
+    port: int,
+    operator_listen: str,
+    operator_port: int,
+    api_user: str | None,
+    dataplane_user: str | None,
+    operator_name: str | None,
+) -> None:
+    """Create the state dir: api/ (CA, HTTPS certificate, registry, settings), dataplane/
+    (WireGuard private key) and shared/ (WireGuard public key, the data plane's export)."""
     from cjb.gateway.control.errors import ControlError
-    from cjb.gateway.control.statedir import init_state_dir
+    from cjb.gateway.control.statedir import Owners, init_state_dir
 
+    if (api_user is None) != (dataplane_user is None):
+        raise click.ClickException("give both --api-user and --dataplane-user, or neither")
     try:
-        layout = init_state_dir(state_dir, list(sans), endpoint, listen, port)
+        owners = Owners.of(api_user, dataplane_user) if api_user and dataplane_user else None
+        if owners is not None and os.geteuid() != 0:
+            raise click.ClickException("--api-user/--dataplane-user need root (to chown)")
+        layout = init_state_dir(
+            state_dir,
+            list(sans),
+            endpoint,
+            listen,
+            port,
+            owners=owners,
+            operator_listen=operator_listen,
+            operator_port=operator_port,
+        )
     except ControlError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"gateway state created in {state_dir}")
     click.echo(f"  settings       {layout.settings} (commented defaults; edit, then serve)")
     click.echo(f"  CA certificate {layout.ca_cert} (bake into appliance images)")
     click.echo(f"  HTTPS SANs     {', '.join(sans)}")
-    click.echo(f"  WireGuard key  {layout.wg_public_key()} (public)")
-    click.echo(f"  operator token {layout.operator_token} (0600)")
+    click.echo(f"  device API     {listen} port {port}")
+    click.echo(f"  operator API   {operator_listen} port {operator_port} (and /metrics)")
+    click.echo(
+        f"  WireGuard key  {layout.wg_public_key()} (public; private in {layout.wg_private})"
+    )
+    click.echo(f"  data plane     registry.path = {layout.desired} (read-only export)")
+    if operator_name is not None:
+        from cjb.gateway.control.registry import Registry
+
+        with Registry.open(layout.registry) as reg:
+            _add_operator(reg, operator_name)
+    else:
+        click.echo("  operators      none yet: `cjb gateway operator add NAME`")
+
+
+def _add_operator(reg: Registry, name: str) -> None:
+    from cjb.gateway.control import operators
+    from cjb.gateway.control.errors import ControlError
+
+    try:
+        cred = operators.new_credential(name)
+        reg.add_operator(cred.name, cred.salt, cred.digest)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ControlError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"operator credential {name!r} created; its token (shown only now):")
+    click.echo(cred.token)
 
 
 @gateway.command()
 @state_dir_option
 @click.option("--listen", default=None, help="Override [api] listen.")
 @click.option("--port", default=None, type=click.IntRange(0, 65535), help="Override [api] port.")
+@click.option("--operator-listen", default=None, help="Override [operator] listen.")
+@click.option(
+    "--operator-port", default=None, type=click.IntRange(0, 65535), help="Override [operator] port."
+)
 @click.option(
     "--dataplane-status",
     default=None,
@@ -252,12 +351,19 @@ def init(state_dir: Path, sans: tuple[str, ...], endpoint: str, listen: str, por
     help="The data plane's status file: adds its per-tenant counters to /metrics.",
 )
 def serve(
-    state_dir: Path, listen: str | None, port: int | None, dataplane_status: Path | None
+    state_dir: Path,
+    listen: str | None,
+    port: int | None,
+    operator_listen: str | None,
+    operator_port: int | None,
+    dataplane_status: Path | None,
 ) -> None:
-    """Run the HTTPS enrollment, device, operator and metrics API (JSON logs on stderr)."""
+    """Run the HTTPS enrollment and device API, and on its own listener the operator API and
+    /metrics (JSON logs on stderr)."""
     import asyncio
 
     from cjb.gateway.control import logs
+    from cjb.gateway.control.errors import ControlError
     from cjb.gateway.control.server import serve as run_server
     from cjb.gateway.control.settings import SettingsError
 
@@ -268,9 +374,77 @@ def serve(
         extra.append(StatusFileCollector(dataplane_status))
     logs.setup()
     try:
-        asyncio.run(run_server(state_dir, listen, port, extra))
+        asyncio.run(run_server(state_dir, listen, port, extra, operator_listen, operator_port))
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    except ControlError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@gateway.command("migrate-state")
+@state_dir_option
+@click.option("--api-user", default=None, help="Owner of api/ afterwards (needs root).")
+@click.option("--dataplane-user", default=None, help="Owner of dataplane/ afterwards (root).")
+def migrate_state(state_dir: Path, api_user: str | None, dataplane_user: str | None) -> None:
+    """Split an old single-directory state dir into api/, dataplane/ and shared/ (says what
+    moved where; the old operator.token becomes the hashed credential 'migrated')."""
+    from cjb.gateway.control.errors import ControlError
+    from cjb.gateway.control.statedir import Owners, migrate_state_dir
+
+    if (api_user is None) != (dataplane_user is None):
+        raise click.ClickException("give both --api-user and --dataplane-user, or neither")
+    try:
+        owners = Owners.of(api_user, dataplane_user) if api_user and dataplane_user else None
+        migrate_state_dir(state_dir, owners, say=click.echo)
+    except ControlError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@gateway.group()
+def operator() -> None:
+    """Operator credentials for the operator API and /metrics: named, revocable, hashed."""
+
+
+@operator.command("add")
+@state_dir_option
+@click.argument("name")
+def operator_add(state_dir: Path, name: str) -> None:
+    """Create credential NAME and print its token once (only a hash is kept)."""
+    with _registry(state_dir) as reg:
+        _add_operator(reg, name)
+
+
+@operator.command("list")
+@state_dir_option
+def operator_list(state_dir: Path) -> None:
+    """One line per credential: name, created, last used, revoked."""
+    import datetime as dt
+
+    def when(t: float | None) -> str:
+        return "-" if t is None else dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+    with _registry(state_dir) as reg:
+        rows = reg.operators()
+    click.echo(f"{'name':24} {'created (UTC)':17} {'last used':17} revoked")
+    for r in rows:
+        click.echo(
+            f"{r.name:24} {when(r.created_at):17} {when(r.last_used_at):17} {when(r.revoked_at)}"
+        )
+
+
+@operator.command("revoke")
+@state_dir_option
+@click.argument("name")
+def operator_revoke(state_dir: Path, name: str) -> None:
+    """Revoke credential NAME: refused from the next request on."""
+    from cjb.gateway.control.errors import ControlError
+
+    with _registry(state_dir) as reg:
+        try:
+            reg.revoke_operator(name)
+        except ControlError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"revoked operator credential {name!r}")
 
 
 @gateway.group()

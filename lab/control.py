@@ -197,7 +197,8 @@ def _build(state: LabState, names: LabNames, log: Log) -> None:
 
     if enrolled:
         state_dir = str(enrolled_lab.gateway_state_dir(run_dir))
-        start("gateway", cli_argv("gateway", "serve", "--state-dir", state_dir), tag="-api")
+        serve = cli_argv("gateway", "serve", "--state-dir", state_dir)
+        start("gateway", enrolled_lab.api_argv(serve), tag="-api")
     start("gateway", cli_argv("gateway", "run", "--config", str(configs["gateway"]), "-v"))
     if enrolled:
         for k in range(1, state.tenants + 1):

@@ -2,14 +2,16 @@
 
 `cjb lab up` (transport "wireguard") does what an operator and a factory do, with the
 product's own commands:
-  1. `cjb gateway init` -> CA, HTTPS certificate (SAN = the gateway's lab address),
-     WireGuard key pair, operator token, settings, an empty registry;
+  1. `cjb gateway init` -> api/ (CA, HTTPS certificate with SAN = the gateway's lab address,
+     settings, an empty registry, one operator credential), dataplane/ (WireGuard private key)
+     and shared/ (WireGuard public key, the data plane's export of the registry);
   2. personalise N virtual appliances: serial + Ed25519 factory key written into an
      ApplianceLayout root per appliance (what flashing does), plus the operator CA and the
      gateway URL that the image would carry;
   3. `cjb gateway device import` of their inventory records (tenant K for appliance K);
-  4. start `cjb gateway serve` (HTTPS API) and `cjb gateway run` (data plane, desired state
-     = the registry) in the gateway namespace, and one `cjb appliance run` per appliance
+  4. start `cjb gateway serve` (HTTPS API; as its own unprivileged user, see LAB_API_UID)
+     and `cjb gateway run` (data plane, desired state = the API's export) in the gateway
+     namespace, and one `cjb appliance run` per appliance
      namespace; each enrolls across the lab internet and brings up WireGuard + VXLAN.
 Nothing is configured by hand between these steps.
 """
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.control.protocol import InventoryRecord
+from cjb.common.private_file import atomic_write
 from cjb.lab.topology import (
     API_PORT,
     GATEWAY_UNDERLAY,
@@ -66,16 +69,55 @@ def serial(names: LabNames, k: int) -> str:
     return f"LAB-{names.run_id}-{k:03d}"
 
 
+# The lab runs `cjb gateway serve` as this uid (no passwd entry needed: setpriv), owning
+# api/, so the API cannot read dataplane/ (the WireGuard private key) there either. The data
+# plane stays root in the lab: it also enters the service namespace (CAP_SYS_ADMIN); the
+# systemd units run it as its own user (gateway/systemd/).
+LAB_API_UID = 49_152
+
+
+def api_uid() -> int | None:
+    """LAB_API_UID when we are root and no account uses it (else the API runs as we do)."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwuid(LAB_API_UID)
+    except KeyError:
+        return LAB_API_UID
+    return None
+
+
+def api_argv(argv: list[str]) -> list[str]:
+    """`argv` run as the lab's API user (setpriv: no new privileges, no groups)."""
+    uid = api_uid()
+    if uid is None:
+        return argv
+    return [
+        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+        *argv,
+    ]  # fmt: skip
+
+
+def operator_token_file(run_dir: Path) -> Path:
+    """The lab operator's token (0600), as `cjb gateway init --operator lab` printed it."""
+    return run_dir / "operator.token"
+
+
 def init_gateway(run_dir: Path) -> Path:
     state = gateway_state_dir(run_dir)
-    _run(
+    out = _run(
         cli(
             "gateway", "init", "--state-dir", str(state),
-            "--san", str(GATEWAY_UNDERLAY), "--san", "localhost",
-            "--endpoint", WIREGUARD_ENDPOINT, "--port", str(API_PORT),
+            "--san", str(GATEWAY_UNDERLAY), "--san", "localhost", "--san", "127.0.0.1",
+            "--endpoint", WIREGUARD_ENDPOINT, "--port", str(API_PORT), "--operator", "lab",
+            *(["--api-user", str(api_uid()), "--dataplane-user", "0"] if api_uid() else []),
         ),
         "cjb gateway init",
     )  # fmt: skip
+    atomic_write(operator_token_file(run_dir), out.strip().splitlines()[-1] + "\n")
     return state
 
 
@@ -87,7 +129,10 @@ def personalise(names: LabNames, run_dir: Path, k: int) -> InventoryRecord:
     layout = ApplianceLayout(appliance_root(run_dir, k))
     key = ed25519.Ed25519PrivateKey.generate()
     write_factory(layout, serial(names, k), key)
-    layout.operator_ca.write_bytes((gateway_state_dir(run_dir) / "ca/ca.pem").read_bytes())
+    from cjb.gateway.control.statedir import StateDir
+
+    ca = StateDir(gateway_state_dir(run_dir)).ca_cert
+    layout.operator_ca.write_bytes(ca.read_bytes())
     layout.gateway_url.write_text(GATEWAY_URL + "\n")
     public = key.public_key().public_bytes_raw()
     return InventoryRecord(
@@ -123,7 +168,8 @@ def gateway_config(names: LabNames, run_dir: Path) -> dict[str, object]:
             "mtu": settings.wireguard.mtu,
             "log_file": str(run_dir / "logs" / "gateway-wireguard.log"),
         },
-        "registry": {"path": str(layout.registry), "native_ipv6": True},
+        # The API's read-only export: the data plane never opens the registry itself.
+        "registry": {"path": str(layout.desired), "native_ipv6": True},
         "service_netns": names.ns("service"),
         "state_dir": str(run_dir / "gateway"),
         "directory_file": str(run_dir / "tenants.json"),

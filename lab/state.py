@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cjb.common.private_file import atomic_write
+
 LAB_ROOT = Path(os.environ.get("CJB_LAB_ROOT", "/run/cjb-lab"))
 
 
@@ -39,9 +41,8 @@ class LabState:
 
     def save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, self.run_dir / "state.json")
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        atomic_write(self.run_dir / "state.json", text, 0o644, durable=False)
 
     @classmethod
     def load(cls, run_dir: Path) -> LabState:

@@ -24,7 +24,7 @@ def render() -> str:
         for node, ns in state.namespaces.items():
             known.add(ns)
             running = [
-                f"{p.pid}{'' if procs.alive(p.pid) else ' (dead)'} {' '.join(p.argv[3:5])}"
+                f"{p.pid}{'' if procs.alive(p.pid) else ' (dead)'} {_what(p.argv)}"
                 for p in state.processes
                 if p.node == node
             ]
@@ -39,3 +39,9 @@ def render() -> str:
     if not lines:
         lines.append("no lab run (start one with `cjb lab up`)")
     return "\n".join(lines) + "\n"
+
+
+def _what(argv: list[str]) -> str:
+    """The two words after `-m cjb.cli` (a setpriv prefix may come first), e.g. "gateway serve"."""
+    at = argv.index("cjb.cli") + 1 if "cjb.cli" in argv else 3
+    return " ".join(argv[at : at + 2])

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import NameOID
 
 from cjb.common.control.protocol import ENROLL_SIGNING_CONTEXT, SIGNATURE_HEADER
+from cjb.gateway.control import operators
 from cjb.gateway.control.server import build_context, start
 from cjb.gateway.control.statedir import StateDir, init_state_dir
 
@@ -126,7 +127,9 @@ class Clock:
 
 
 class Gateway:
-    """A real HTTPS control-plane server on 127.0.0.1:<ephemeral> in a background thread."""
+    """A real HTTPS control-plane server in a background thread: the device listener on
+    127.0.0.1:<ephemeral> (`url`) and the operator listener on another (`op_url`), with one
+    operator credential "test" (`token`)."""
 
     def __init__(self, layout: StateDir, clock: Clock, extra_collectors: Any = ()) -> None:
         self.layout = layout
@@ -138,11 +141,21 @@ class Gateway:
         self.runner, self.port = asyncio.run_coroutine_threadsafe(
             start(self.ctx, layout, "127.0.0.1", 0), self.loop
         ).result(60)
+        self.op_runner, self.op_port = asyncio.run_coroutine_threadsafe(
+            start(self.ctx, layout, "127.0.0.1", 0, operator=True), self.loop
+        ).result(60)
         self.url = f"https://127.0.0.1:{self.port}"
-        self.token = layout.read_token()
+        self.op_url = f"https://127.0.0.1:{self.op_port}"
+        self.token = self.add_operator("test")
+
+    def add_operator(self, name: str) -> str:
+        cred = operators.new_credential(name)
+        self.ctx.registry.add_operator(cred.name, cred.salt, cred.digest)
+        return cred.token
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        asyncio.run_coroutine_threadsafe(self.op_runner.cleanup(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.ctx.registry.close()
@@ -161,9 +174,10 @@ class Gateway:
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
         client: tuple[Path, Path] | None = None,
+        base: str | None = None,
     ) -> Reply:
         async with session.request(
-            method, self.url + path, data=data, headers=headers, ssl=self.ssl(client)
+            method, (base or self.url) + path, data=data, headers=headers, ssl=self.ssl(client)
         ) as r:
             text = await r.text()
             try:
@@ -180,8 +194,10 @@ class Gateway:
         return asyncio.run(go())
 
     def operator(self, method: str, path: str, **kw: Any) -> Reply:
+        """A request to the operator listener, with the test credential unless `headers`
+        names another."""
         headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
-        return self.request(method, path, headers=headers, **kw)
+        return self.request(method, path, headers=headers, base=self.op_url, **kw)
 
     def nonce(self) -> str:
         r = self.request("POST", "/v1/enroll/nonce")

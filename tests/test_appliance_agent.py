@@ -512,7 +512,7 @@ def test_agent_enrolls_with_the_real_gateway_restarts_without_enrolling_and_obey
     layout = ApplianceLayout(root)
     key = ed25519.Ed25519PrivateKey.generate()
     write_factory(layout, SERIAL, key)
-    layout.operator_ca.write_bytes((gw_state / "ca" / "ca.pem").read_bytes())
+    layout.operator_ca.write_bytes(StateDir(gw_state).ca_cert.read_bytes())
     layout.gateway_url.write_text(f"https://127.0.0.1:{port}\n")
     record = InventoryRecord(
         serial=SERIAL, factory_public_key=b64(key.public_key().public_bytes_raw()), tenant="t1"

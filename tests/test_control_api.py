@@ -30,6 +30,7 @@ from cjb.common.control.protocol import (
     ErrorBody,
 )
 from cjb.gateway.control import logs, pki
+from cjb.gateway.control.enroll import REFUSED_CODE, REFUSED_MESSAGE
 from cjb.gateway.control.statedir import init_state_dir
 
 
@@ -48,6 +49,13 @@ def _refused(gw: Gateway, reply, status: int, code: str) -> None:
     err = ErrorBody.model_validate(reply.body)
     assert err.error == code
     assert err.message
+
+
+def _refused_alike(gw: Gateway, reply, serial: str, reason: str) -> None:
+    """The one wire answer for every inventory-revealing refusal; the audit keeps `reason`."""
+    assert reply.status == 403, reply.text
+    assert reply.body == {"error": REFUSED_CODE, "message": REFUSED_MESSAGE}
+    assert gw.ctx.registry.audit_log(serial)[0].reason == reason
 
 
 def _enroll_ok(gw: Gateway, dev: Device) -> EnrollResponse:
@@ -135,9 +143,8 @@ def test_reenroll_same_device_is_idempotent(gw: Gateway) -> None:
 
 def test_unknown_serial(gw: Gateway) -> None:
     before = snapshot(gw.layout)
-    _refused(gw, gw.enroll(Device("SN-NOPE")), 403, "unknown-serial")
+    _refused_alike(gw, gw.enroll(Device("SN-NOPE")), "SN-NOPE", "unknown-serial")
     assert snapshot(gw.layout) == before
-    assert gw.ctx.registry.audit_log("SN-NOPE")[0].reason == "unknown-serial"
 
 
 def test_wrong_factory_key(gw: Gateway) -> None:
@@ -145,7 +152,7 @@ def test_wrong_factory_key(gw: Gateway) -> None:
     _add(gw, dev)
     impostor = Device("SN-1")  # same serial, its own factory key
     before = snapshot(gw.layout)
-    _refused(gw, gw.enroll(impostor), 403, "factory-key-mismatch")
+    _refused_alike(gw, gw.enroll(impostor), "SN-1", "factory-key-mismatch")
     assert snapshot(gw.layout) == before
 
 
@@ -159,11 +166,10 @@ def test_bad_signature(gw: Gateway) -> None:
         "other body": dev.sign(body + b" "),
         "garbage": "not base64!",
     }
-    for why, sig in cases.items():
+    for sig in cases.values():
         r = gw.request("POST", "/v1/enroll", data=body, headers={SIGNATURE_HEADER: sig})
-        assert r.status == 403, why
-        assert r.body["error"] == "bad-signature", why
-    _refused(gw, gw.request("POST", "/v1/enroll", data=body), 401, "signature-missing")
+        _refused_alike(gw, r, "SN-1", "bad-signature")
+    _refused_alike(gw, gw.request("POST", "/v1/enroll", data=body), "SN-1", "signature-missing")
     assert snapshot(gw.layout) == before
     # The nonce was not spent by the failed attempts: the genuine request still works.
     r = gw.request("POST", "/v1/enroll", data=body, headers={SIGNATURE_HEADER: dev.sign(body)})
@@ -218,7 +224,7 @@ def test_revoked_device_refused_everywhere(gw: Gateway, tmp_path: Path) -> None:
     assert gw.ctx.registry.desired_tunnels() == []
     _refused(gw, gw.request("GET", "/v1/device/config", client=client), 403, "certificate-revoked")
     before = snapshot(gw.layout)
-    _refused(gw, gw.enroll(dev), 403, "device-revoked")
+    _refused_alike(gw, gw.enroll(dev), "SN-1", "device-revoked")
     assert snapshot(gw.layout) == before
 
 
@@ -473,11 +479,13 @@ def test_enroll_attempts_rate_limited_per_ip(gw: Gateway) -> None:
 
 
 def test_operator_endpoints_need_the_token(gw: Gateway) -> None:
+    auth = {"Authorization": f"Bearer {gw.token}"}
     for path in ("/v1/operator/status", "/v1/operator/devices", "/metrics"):
-        r = gw.request("GET", path)
-        _refused(gw, r, 401, "unauthorized")
-        r = gw.request("GET", path, headers={"Authorization": "Bearer wrong"})
-        _refused(gw, r, 401, "unauthorized")
+        # The device listener does not know these routes, even with a good token.
+        _refused(gw, gw.request("GET", path, headers=auth), 404, "not-found")
+    _refused(gw, gw.request("GET", "/metrics", base=gw.op_url), 401, "unauthorized")
+    r = gw.operator("GET", "/v1/operator/status", headers={"Authorization": "Bearer wrong"})
+    _refused(gw, r, 401, "unauthorized")
     dev = Device("SN-1")
     _add(gw, dev)
     _enroll_ok(gw, dev)
@@ -584,7 +592,7 @@ def test_curl_from_outside_python(gw: Gateway) -> None:
             ca,
             "-H",
             f"Authorization: Bearer {gw.token}",
-            f"{gw.url}/v1/operator/status",
+            f"{gw.op_url}/v1/operator/status",
         ],
         capture_output=True,
         text=True,

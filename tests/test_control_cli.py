@@ -10,9 +10,11 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from controlkit import Device
 
@@ -31,7 +33,7 @@ def test_init_device_add_import_list_show_revoke(tmp_path: Path) -> None:
         "gateway", "init", "--state-dir", sd, "--san", "gw.example", "--endpoint", "192.0.2.1:51820"
     )
     assert code == 0, out
-    assert "operator token" in out
+    assert "operator API   127.0.0.1 port 8444" in out and "operator add NAME" in out
     code, out = _cjb("gateway", "init", "--state-dir", sd)
     assert code == 1 and "refusing to overwrite" in out
 
@@ -101,12 +103,19 @@ def test_init_device_add_import_list_show_revoke(tmp_path: Path) -> None:
     assert code == 1 and "gateway init" in out
 
 
-def test_serve_process_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
-    sd = tmp_path / "gw"
-    assert _cjb("gateway", "init", "--state-dir", str(sd))[0] == 0
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def test_serve_process_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    sd = tmp_path / "gw"
+    code, out = _cjb("gateway", "init", "--state-dir", str(sd), "--operator", "ops")
+    assert code == 0, out
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("cjbop.ops.")
+    port, op_port = _free_port(), _free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -120,6 +129,8 @@ def test_serve_process_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
             "127.0.0.1",
             "--port",
             str(port),
+            "--operator-port",
+            str(op_port),
             "--dataplane-status",
             str(tmp_path / "no-dataplane-yet.json"),
         ],
@@ -131,17 +142,19 @@ def test_serve_process_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
         while True:
             assert proc.poll() is None, "serve exited early"
             assert time.monotonic() < deadline, "serve did not listen within 60 s"
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
+            with socket.socket() as s, socket.socket() as s2:
+                if s.connect_ex(("127.0.0.1", port)) == 0 == s2.connect_ex(("127.0.0.1", op_port)):
                     break
             time.sleep(0.05)
         # /metrics from outside: the registry's numbers plus the data plane hook, which says
         # the data plane is not up (no status file yet) rather than failing the scrape.
-        ctx = ssl.create_default_context(cafile=str(sd / "ca/ca.pem"))
-        token = (sd / "operator.token").read_text().strip()
-        req = urllib.request.Request(
-            f"https://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}
-        )
+        ctx = ssl.create_default_context(cafile=str(sd / "api/ca/ca.pem"))
+        headers = {"Authorization": f"Bearer {token}"}
+        req = urllib.request.Request(f"https://127.0.0.1:{port}/metrics", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as not_here:
+            urllib.request.urlopen(req, context=ctx, timeout=20)  # noqa: S310
+        assert not_here.value.code == 404  # the device listener has no /metrics
+        req = urllib.request.Request(f"https://127.0.0.1:{op_port}/metrics", headers=headers)
         with urllib.request.urlopen(req, context=ctx, timeout=20) as resp:  # noqa: S310
             text = resp.read().decode()
         assert 'cjb_devices{state="inventory"} 0.0' in text
@@ -153,5 +166,70 @@ def test_serve_process_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     events = [json.loads(line)["msg"] for line in err.splitlines()]
     assert events == ["serving", "stopped"]
-    with Registry.open(sd / "registry.sqlite3") as reg:
+    with Registry.open(sd / "api/registry.sqlite3") as reg:
         assert reg.integrity_check() == "ok"
+
+
+def test_operator_add_list_revoke(tmp_path: Path) -> None:
+    sd = str(tmp_path / "gw")
+    assert _cjb("gateway", "init", "--state-dir", sd)[0] == 0
+    code, out = _cjb("gateway", "operator", "add", "--state-dir", sd, "alice")
+    assert code == 0, out
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("cjbop.alice.") and len(token) > 40
+    code, out = _cjb("gateway", "operator", "add", "--state-dir", sd, "alice")
+    assert code == 1 and "exists" in out
+    code, out = _cjb("gateway", "operator", "add", "--state-dir", sd, "Bad Name")
+    assert code == 1 and "operator name" in out
+    with Registry.open(tmp_path / "gw/api/registry.sqlite3") as reg:
+        row = reg.operator("alice")
+        assert row is not None
+        # Only a salted hash is stored: the secret appears nowhere in the registry file.
+        secret = token.split(".", 2)[2]
+        assert secret.encode() not in (tmp_path / "gw/api/registry.sqlite3").read_bytes()
+        assert len(row.hash) == 32 and len(row.salt) == 16
+    code, out = _cjb("gateway", "operator", "list", "--state-dir", sd)
+    assert code == 0 and "alice" in out
+    code, out = _cjb("gateway", "operator", "revoke", "--state-dir", sd, "alice")
+    assert code == 0, out
+    code, out = _cjb("gateway", "operator", "revoke", "--state-dir", sd, "alice")
+    assert code == 1 and "already revoked" in out
+
+
+def test_migrate_single_directory_state(tmp_path: Path) -> None:
+    """An old state dir (everything in one directory, a plaintext operator.token) is split;
+    the command says what moved where and the old token keeps working as 'migrated'."""
+    from cjb.gateway.control.operators import Verifier, split_token
+    from cjb.gateway.control.statedir import StateDir, init_state_dir
+
+    new = init_state_dir(tmp_path / "new", ["localhost"], "x:1")
+    old = tmp_path / "old"
+    (old / "ca").mkdir(parents=True)
+    (old / "tls").mkdir()
+    (old / "wireguard").mkdir()
+    for src, dst in (
+        (new.ca_key, "ca/ca.key"), (new.ca_cert, "ca/ca.pem"), (new.server_key, "tls/server.key"),
+        (new.server_cert, "tls/server.pem"), (new.wg_private, "wireguard/private.key"),
+        (new.wg_public, "wireguard/public.key"), (new.settings, "gateway.toml"),
+        (new.registry, "registry.sqlite3"),
+    ):  # fmt: skip
+        (old / dst).write_bytes(src.read_bytes())
+    (old / "operator.token").write_text("old-static-token\n")
+    code, out = _cjb("gateway", "device", "list", "--state-dir", str(old))
+    assert code == 1 and "migrate-state" in out
+    code, out = _cjb("gateway", "migrate-state", "--state-dir", str(old))
+    assert code == 0, out
+    layout = StateDir(old)
+    assert f"moved {old / 'ca/ca.key'} -> {layout.ca_key}" in out
+    assert f"-> {layout.wg_private}" in out and "operator credential 'migrated'" in out
+    assert not (old / "operator.token").exists() and not (old / "ca").exists()
+    assert layout.ca_key.read_bytes() == new.ca_key.read_bytes()
+    with Registry.open(layout.registry) as reg:
+        row = reg.operator("migrated")
+        assert row is not None
+        token = "cjbop.migrated.old-static-token"  # noqa: S105 - the test fixture
+        assert split_token(token) == ("migrated", "old-static-token")
+        assert Verifier().verify(token, (row.salt, row.hash), 0.0)
+    assert json.loads(layout.desired.read_text())["tunnels"] == []
+    code, out = _cjb("gateway", "device", "list", "--state-dir", str(old))
+    assert code == 0, out

@@ -48,6 +48,8 @@ def _start(layout: StateDir, port: int, log: Path) -> subprocess.Popen[bytes]:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--operator-port",  # ephemeral: tests run side by side on one host
+                "0",
             ],
             stdout=subprocess.DEVNULL,
             stderr=err,

@@ -56,11 +56,11 @@ def test_migrations_from_empty_and_rerun_is_noop(tmp_path: Path) -> None:
     assert migrate(conn, lambda: 2.0) == []
     assert conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema
     assert conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall() == [
-        (1, 1.0)
+        (v, 1.0) for v, _ in MIGRATIONS
     ]
     conn.close()
     with Registry.open(db) as reg:  # opening again migrates nothing
-        assert reg.schema_versions() == [1]
+        assert reg.schema_versions() == [v for v, _ in MIGRATIONS]
         assert reg.integrity_check() == "ok"
         mode = reg._read("PRAGMA journal_mode")[0][0]
         assert mode == "wal"
@@ -213,11 +213,19 @@ def test_rate_limiter_bucket_and_bound() -> None:
 
 def test_init_creates_keys_0600_and_refuses_overwrite(tmp_path: Path) -> None:
     root = tmp_path / "gw"
-    layout = init_state_dir(root, ["gw.example", "192.0.2.1"], "192.0.2.1:51820")
-    for secret in (layout.ca_key, layout.server_key, layout.wg_private, layout.operator_token):
+    old = os.umask(0)  # the modes must not depend on the caller's umask
+    try:
+        layout = init_state_dir(root, ["gw.example", "192.0.2.1"], "192.0.2.1:51820")
+    finally:
+        os.umask(old)
+    for secret in (layout.ca_key, layout.server_key, layout.wg_private, layout.settings):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     assert stat.S_IMODE(layout.registry.stat().st_mode) == 0o600
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(layout.desired.stat().st_mode) == 0o640
+    assert stat.S_IMODE(layout.wg_public.stat().st_mode) == 0o644
+    assert stat.S_IMODE(layout.api_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(layout.dataplane_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(layout.shared_dir.stat().st_mode) == 0o2750
     wg_priv = base64.b64decode(layout.wg_private.read_text().strip())
     assert len(wg_priv) == 32 and len(base64.b64decode(layout.wg_public_key())) == 32
     from cryptography import x509

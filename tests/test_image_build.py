@@ -465,7 +465,7 @@ def test_built_image_enrolls_in_the_lab_and_the_site_gets_its_page(
         site_cfg.update(root="/", state_dir="/run/cjb-appliance")
         (tmp_path / "appliance.json").write_text(json.dumps(site_cfg))
         (tmp_path / "gateway-url").write_text(LAB_GATEWAY_URL + "\n")
-        ca = gw_state / "ca/ca.pem"
+        ca = gw_state / "api/ca/ca.pem"
         binds = [
             f"--bind-ro={tmp_path / 'appliance.json'}:/etc/cjb/appliance.json",
             f"--bind-ro={ca}:/etc/cjb/operator-ca.pem",

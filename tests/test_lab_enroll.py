@@ -146,7 +146,7 @@ def test_fig7_through_enrolled_wireguard(lab: LabState) -> None:
 
 def test_no_wireguard_private_key_in_logs_or_status(lab: LabState) -> None:
     run = lab.run_dir
-    key_files = [run / "gateway-state/wireguard/private.key"] + [
+    key_files = [run / "gateway-state/dataplane/wireguard/private.key"] + [
         enrolled_lab.appliance_root(run, k) / "var/lib/cjb/wireguard.key"
         for k in range(1, TENANTS + 1)
     ]
@@ -159,6 +159,28 @@ def test_no_wireguard_private_key_in_logs_or_status(lab: LabState) -> None:
     texts += [(run / "gateway.json").read_text()]
     for text in texts:
         assert not any(n in text for n in needles)
+
+
+def test_lab_api_runs_as_its_own_user(lab: LabState) -> None:
+    """The API process runs as the lab's API uid and cannot read the data plane's key; the
+    data plane's view of the registry is the export, readable without the registry."""
+    uid = enrolled_lab.api_uid()
+    if uid is None:
+        pytest.skip("no free uid for the lab's API user here")
+    api = [p for p in lab.processes if "serve" in p.argv and p.node == "gateway"]
+    assert len(api) == 1
+    status = Path(f"/proc/{api[0].pid}/status").read_text()
+    uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+    assert uids == [str(uid)] * 4, uids
+    state = enrolled_lab.gateway_state_dir(lab.run_dir)
+    as_api = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "cat"]
+    key = state / "dataplane/wireguard/private.key"
+    denied = subprocess.run([*as_api, str(key)], capture_output=True, text=True, check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    readable = subprocess.run(
+        [*as_api, str(state / "api/ca/ca.key")], capture_output=True, check=False
+    )
+    assert readable.returncode == 0
 
 
 def test_gateway_kill9_five_times_during_traffic(lab: LabState) -> None:

@@ -114,7 +114,7 @@ class DiscoveryRelay:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self._catalog = list(catalog)
+        self._catalog: list[CatalogService] = []
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - SSDP response jitter, not crypto
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -133,6 +133,7 @@ class DiscoveryRelay:
             cloud_macs=config.cloud_macs,
         )
         self._gate_socks: dict[str, socket.socket] = {}
+        self._catalog = self._announceable(list(catalog))
         self._gate.loop.set_permanent(self._own_names())
 
     # ---------------------------------------------------------------- public API
@@ -246,6 +247,7 @@ class DiscoveryRelay:
             self._send_ssdp(self._ssdp.deactivate(now))
 
     async def _update(self, catalog: list[CatalogService]) -> None:
+        catalog = self._announceable(catalog)
         self._catalog = catalog
         self._gate.loop.set_permanent(self._own_names())
         wanted = {_key(s): s for s in catalog}
@@ -289,6 +291,21 @@ class DiscoveryRelay:
             if entry is not None:
                 await (await self._zc.async_unregister_service(entry[0]))  # goodbye, TTL 0
                 log.info("withdrew %s", name)
+
+    def _announceable(self, catalog: list[CatalogService]) -> list[CatalogService]:
+        """The gateway refuses control characters in catalog strings; an entry that carries
+        one anyway never reaches an mDNS record or an SSDP header (counted, logged)."""
+        clean = []
+        for svc in catalog:
+            bad = svc.control_char_field()
+            if bad is None:
+                clean.append(svc)
+                continue
+            self._gate.counters["catalog-control-chars"] += 1
+            log.error(
+                "catalog entry %r not announced: %s holds a control character", _key(svc), bad
+            )
+        return clean
 
     def _info(self, svc: CatalogService) -> ServiceInfo:
         cfg = self.config

@@ -46,6 +46,8 @@ def devices_for(
     for svc in catalog:
         if not svc.upnp_device_type or not svc.upnp_description_path:
             continue
+        if svc.control_char_field() is not None:
+            continue  # CR/LF would end a header line and let the text write its own headers
         udn = uuid.uuid5(_UUID_NAMESPACE, f"{tenant}/{svc.instance}")
         path = svc.upnp_description_path
         if not path.startswith("/"):

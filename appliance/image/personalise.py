@@ -32,9 +32,12 @@ from cjb.appliance.image import ImageError
 from cjb.appliance.image.disk import root_offset
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.control.protocol import InventoryRecord
+from cjb.common.private_file import atomic_output, atomic_write
 
 KEY_MODE = 0o600
 SERIAL_MODE = 0o644
+# A personalised image or tarball holds the factory key: only its owner may read it.
+PRIVATE_IMAGE_MODE = 0o600
 DIR_MODE = 0o755
 
 
@@ -93,18 +96,8 @@ class DirTarget:
         for rel, data, mode in files:
             path = self.root / rel.relative_to("/")
             path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.new")
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            try:
-                os.write(fd, data)
-                os.fchmod(fd, mode)
-                if os.geteuid() == 0:  # an image's files belong to its root user
-                    os.fchown(fd, 0, 0)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            # An image's files belong to its root user.
+            atomic_write(path, data, mode, owner=(0, 0) if os.geteuid() == 0 else None)
 
 
 class TarTarget:
@@ -133,11 +126,12 @@ class TarTarget:
     def write(self, files: list[tuple[PurePosixPath, bytes, int]]) -> None:
         replaced = {self._name(rel) for rel, _, _ in files}
         dirs = {self._name(p) for rel, _, _ in files for p in rel.parents if str(p) != "/"}
-        tmp = self.path.with_name(f".{self.path.name}.new")
         now = int(time.time())
+        # The new tarball holds a factory key: 0600 from its first byte, whatever the umask.
         with (
             tarfile.open(self.path) as src,
-            tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as dst,
+            atomic_output(self.path, PRIVATE_IMAGE_MODE) as out,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst,
         ):
             for member in src:
                 if member.name in replaced:
@@ -152,7 +146,6 @@ class TarTarget:
                 info = tarfile.TarInfo(self._name(rel))
                 info.size, info.mode, info.mtime = len(data), mode, now
                 dst.addfile(info, io.BytesIO(data))
-        os.replace(tmp, self.path)
 
 
 class RawTarget:
@@ -198,6 +191,7 @@ class RawTarget:
         return data.decode().strip() if data else None
 
     def write(self, files: list[tuple[PurePosixPath, bytes, int]]) -> None:
+        os.chmod(self.path, PRIVATE_IMAGE_MODE)  # before the key goes in, not after
         fds = []
         commands = []
         try:

@@ -6,8 +6,8 @@ Endpoints (HTTPS; JSON bodies; errors are `ErrorBody` with a 4xx/5xx status):
   POST /v1/enroll              EnrollRequest -> EnrollResponse  (factory-key signature header)
   GET  /v1/device/config       -> DeviceConfig                  (mTLS: device certificate)
   POST /v1/device/heartbeat    Heartbeat -> HeartbeatResponse   (mTLS: device certificate)
-  /v1/operator/...             operator API                     (bearer token)
-  GET  /metrics                Prometheus text format           (operator token)
+  /v1/operator/..., /metrics   operator API, Prometheus text    (operator listener only,
+                                                                 named bearer tokens)
 
 Enrollment proof of possession (DESIGN §3: nonces, not clocks): the device asks for a fresh
 nonce, puts it in the EnrollRequest, and signs the exact request body bytes with its factory
@@ -18,9 +18,11 @@ gateway accepts each nonce once, within NONCE_TTL_SECONDS.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -41,6 +43,35 @@ Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0
 B64Key32 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]  # 32 raw bytes
 Nonce = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]  # 32 bytes, b64url
 ServiceType = Annotated[str, StringConstraints(pattern=r"^_[a-z0-9-]{1,15}\._(tcp|udp)$")]
+
+# Device-supplied numbers are bounded so nothing downstream (SQLite INTEGER, float() in
+# /metrics, JSON readers) meets a value it cannot hold: 2**53 is exact in a float and in
+# JavaScript, far above any real uptime, counter or version.
+MAX_WIRE_INT = 2**53 - 1
+WireCount = Annotated[int, Field(ge=0, le=MAX_WIRE_INT)]
+MAX_HEARTBEAT_COUNTERS = 256
+COUNTER_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+CounterName = Annotated[str, StringConstraints(pattern=COUNTER_NAME.pattern)]
+
+# C0 controls and DEL: CR/LF would split an SSDP header (UDA 1.1 §1.1.2, HTTP header rules),
+# NUL and the rest have no business in DNS-SD names or TXT values (RFC 6763 §4.1, §6).
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def control_char(text: str) -> str | None:
+    """The first control character in `text`, as an escape like "\\r", or None."""
+    m = _CONTROL_CHARS.search(text)
+    return None if m is None else repr(m.group())[1:-1]
+
+
+def _no_control_chars(text: str) -> str:
+    bad = control_char(text)
+    if bad is not None:
+        raise ValueError(f"contains the control character {bad} (C0 controls and DEL refused)")
+    return text
+
+
+NoControlChars = AfterValidator(_no_control_chars)
 
 
 class _Wire(BaseModel):
@@ -91,12 +122,30 @@ class EnrollRequest(_Wire):
 class CatalogService(_Wire):
     """A cloud service announced on the tenant's LAN (DNS-SD, RFC 6763; UPnP)."""
 
-    instance: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    instance: Annotated[str, StringConstraints(min_length=1, max_length=63), NoControlChars]
     service_type: ServiceType  # e.g. "_http._tcp"
     port: Annotated[int, Field(ge=1, le=65535)]
-    txt: dict[str, str] = {}
-    upnp_device_type: str | None = None  # e.g. "urn:schemas-upnp-org:device:MediaServer:1"
-    upnp_description_path: str | None = None  # e.g. "/upnp/description.xml"
+    txt: dict[
+        Annotated[str, StringConstraints(max_length=255), NoControlChars],
+        Annotated[str, StringConstraints(max_length=255), NoControlChars],
+    ] = {}
+    # e.g. "urn:schemas-upnp-org:device:MediaServer:1"
+    upnp_device_type: Annotated[str, StringConstraints(max_length=255), NoControlChars] | None = (
+        None
+    )
+    # e.g. "/upnp/description.xml"
+    upnp_description_path: (
+        Annotated[str, StringConstraints(max_length=255), NoControlChars] | None
+    ) = None
+
+    def control_char_field(self) -> str | None:
+        """The first field holding a control character, for a guard at the point of use
+        (an instance built without validation, e.g. `model_construct`, skips the checks)."""
+        texts = [("instance", self.instance), ("service_type", self.service_type)]
+        texts += [(f"txt[{k!r}]", k + v) for k, v in self.txt.items()]
+        texts += [("upnp_device_type", self.upnp_device_type or "")]
+        texts += [("upnp_description_path", self.upnp_description_path or "")]
+        return next((name for name, text in texts if control_char(text) is not None), None)
 
 
 class TunnelConfig(_FromGateway):
@@ -138,11 +187,11 @@ class EnrollResponse(_FromGateway):
 
 class Heartbeat(_Wire):
     serial: Serial
-    config_version: int
-    uptime_seconds: int
+    config_version: WireCount
+    uptime_seconds: WireCount
     tunnel_up: bool
-    last_handshake_age_seconds: int | None = None
-    counters: dict[str, int] = {}
+    last_handshake_age_seconds: WireCount | None = None
+    counters: Annotated[dict[CounterName, WireCount], Field(max_length=MAX_HEARTBEAT_COUNTERS)] = {}
     lan: LanFacts | None = None
 
 

@@ -1,4 +1,9 @@
-"""The HTTPS API (aiohttp): enrollment, device (mTLS), operator (bearer token), metrics.
+"""The HTTPS API (aiohttp): two applications on two listeners.
+
+`make_app`: the internet-facing device surface, enrollment (nonce, signed request) and the
+device endpoints (mTLS). `make_operator_app`: the operator API and /metrics, on their own
+listener (gateway.toml [operator], loopback by default); the device listener answers 404 for
+them, so neither a credential guess nor a scrape reaches that code from the internet.
 
 Why aiohttp: it is both the HTTP stack and the server, and a handler reaches the TLS session
 of its connection directly (`request.transport.get_extra_info("ssl_object")`), so the device
@@ -8,21 +13,21 @@ extensions. The routes are thin: each parses its body with the protocol's pydant
 calls the registry (in a thread: sqlite3 blocks) or a sans-IO core, and maps ControlError
 to an ErrorBody in one middleware.
 
-Routes beyond protocol.py's device API (operator: `Authorization: Bearer <operator.token>`):
+Operator routes (`Authorization: Bearer <token from cjb gateway operator add>`):
   GET  /v1/operator/status                     device counts by state, enrollments, generation
   GET  /v1/operator/tenants[/{name}]           VNI, overlay address, service IPv4, catalog
   PUT  /v1/operator/tenants/{name}/catalog     [CatalogService, ...]; bumps config_version
   GET  /v1/operator/devices[/{serial}]         inventory state, last heartbeat, certificates
   POST /v1/operator/devices/{serial}/revoke    {"reason": "..."}
   GET  /metrics                                Prometheus text format
-Rate limits are per client address (`request.remote`): put no proxy in front of this API.
+Rate limits are per source (`ratelimit.source_key` of `request.remote`: IPv4 address or IPv6
+/64): put no proxy in front of this API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,15 +55,18 @@ from cjb.common.control.protocol import (
 from cjb.common.validation import validation_problems
 from cjb.gateway.control import metrics, pki
 from cjb.gateway.control.enroll import (
+    UNIFORM_REFUSALS,
     DeviceFacts,
     EnrollClaim,
     Enroller,
     LanClaim,
     nonce_refusal,
+    uniform_refusal,
 )
 from cjb.gateway.control.errors import ControlError
 from cjb.gateway.control.nonces import NonceStore, NonceVerdict
-from cjb.gateway.control.ratelimit import RateLimiter
+from cjb.gateway.control.operators import Verifier, split_token
+from cjb.gateway.control.ratelimit import RateLimiter, source_key
 from cjb.gateway.control.registry import (
     Allocation,
     DeviceRow,
@@ -79,7 +87,6 @@ class ControlContext:
     registry: Registry
     settings: Settings
     enroller: Enroller
-    operator_token: str
     gateway_wireguard_public_key: str
     ca_pem: str
     clock: Callable[[], float]
@@ -87,14 +94,23 @@ class ControlContext:
     nonces: NonceStore = field(init=False)
     limiter: RateLimiter = field(init=False)
     enroll_limiter: RateLimiter = field(init=False)
+    operator_failures: RateLimiter = field(init=False)
+    verifier: Verifier = field(default_factory=Verifier)
     counters: metrics.ApiCounters = field(default_factory=metrics.ApiCounters)
     extra_collectors: Sequence[Collector] = ()
 
     def __post_init__(self) -> None:
-        api = self.settings.api
-        self.nonces = NonceStore(NONCE_TTL_SECONDS, api.max_outstanding_nonces)
-        self.limiter = RateLimiter(api.nonce_requests_per_second, api.nonce_burst)
-        self.enroll_limiter = RateLimiter(api.enroll_requests_per_second, api.enroll_burst)
+        api, op = self.settings.api, self.settings.operator
+        self.nonces = NonceStore(
+            NONCE_TTL_SECONDS, api.max_outstanding_nonces, api.nonces_per_source
+        )
+        self.limiter = RateLimiter(api.nonce_requests_per_second, api.nonce_burst, api.max_sources)
+        self.enroll_limiter = RateLimiter(
+            api.enroll_requests_per_second, api.enroll_burst, api.max_sources
+        )
+        self.operator_failures = RateLimiter(
+            op.failures_per_second, op.failure_burst, api.max_sources
+        )
 
     @property
     def allocation(self) -> Allocation:
@@ -167,18 +183,19 @@ def _fields(request: web.Request, **more: Any) -> dict[str, Any]:
 async def nonce(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     now = ctx.clock()
-    if not ctx.limiter.allow(request.remote or "?", now):
+    source = source_key(request.remote)
+    if not ctx.limiter.allow(source, now):
         raise ControlError(
             "rate-limited", "too many nonce requests from this address; retry in a second", 429
         )
-    value = ctx.nonces.issue(now, ctx.random(32))
+    value = ctx.nonces.issue(now, ctx.random(32), source)
     ctx.counters.nonces_issued += 1
     return _json(NonceResponse(nonce=value, expires_in=NONCE_TTL_SECONDS))
 
 
 async def enroll(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    if not ctx.enroll_limiter.allow(request.remote or "?", ctx.clock()):
+    if not ctx.enroll_limiter.allow(source_key(request.remote), ctx.clock()):
         raise ControlError("rate-limited", "too many enrollment attempts from this address", 429)
     body = await _body(request)
     req = _parse(EnrollRequest, body)
@@ -200,6 +217,8 @@ async def enroll(request: web.Request) -> web.Response:
                 alert=event == "clone-alert",
             ),
         )
+        if exc.code in UNIFORM_REFUSALS:
+            raise uniform_refusal() from None
         raise
 
 
@@ -316,9 +335,16 @@ async def _device(request: web.Request) -> tuple[DeviceRow, TenantRow]:
         raise ControlError("certificate-revoked", "the certificate is revoked; re-enroll", 403)
     if cert.not_after < ctx.clock():
         raise ControlError("certificate-expired", "the certificate has expired; re-enroll", 403)
+    # Read on every request, never cached: a revocation or re-enrollment counts at once.
     device = await asyncio.to_thread(ctx.registry.device, cert.device)
     if device is None or device.state != "enrolled" or device.tenant is None:
         raise ControlError("device-revoked", f"device {cert.device} is not enrolled", 403)
+    if device.current_cert != cert.fingerprint:
+        raise ControlError(
+            "certificate-superseded",
+            "the device enrolled again since this certificate was issued; use the new one",
+            403,
+        )
     tenant = await asyncio.to_thread(ctx.registry.tenant, device.tenant)
     assert tenant is not None
     return device, tenant
@@ -348,17 +374,45 @@ async def heartbeat(request: web.Request) -> web.Response:
 # -- operator endpoints (bearer token) -------------------------------------------------------
 
 
-def _operator(request: web.Request) -> ControlContext:
+async def _operator(request: web.Request) -> ControlContext:
+    """The operator credential in the Authorization header, or 401 (429 once a source has
+    failed too often). Every failure is audited with the source and the name it tried."""
     ctx = request.app[CTX]
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), ctx.operator_token.encode()
-    ):
+    source = source_key(request.remote)
+    now = ctx.clock()
+    if ctx.operator_failures.blocked(source, now):
+        ctx.counters.operator_auth_limited += 1
         raise ControlError(
-            "unauthorized", "send Authorization: Bearer <the state dir's operator.token>", 401
+            "rate-limited", "too many failed operator logins from this address; wait", 429
         )
-    return ctx
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    parts = split_token(token) if scheme.lower() == "bearer" else None
+    row = await asyncio.to_thread(ctx.registry.operator, parts[0]) if parts else None
+    stored = (row.salt, row.hash) if row is not None and row.revoked_at is None else None
+    ok = stored is not None and parts is not None and ctx.verifier.cached(token, now) == parts[0]
+    if not ok:
+        ok = await asyncio.to_thread(ctx.verifier.verify, token, stored, now)
+        if ok and parts is not None:  # a KDF run: at most once a minute per token
+            await asyncio.to_thread(ctx.registry.operator_used, parts[0])
+    if ok:
+        return ctx
+    ctx.operator_failures.allow(source, now)
+    ctx.counters.operator_auth_failed += 1
+    reason = (
+        "malformed" if parts is None else "unknown" if row is None
+        else "revoked" if row.revoked_at is not None else "wrong-secret"
+    )  # fmt: skip
+    detail = {"name": parts[0] if parts else None, "path": request.path}
+    await asyncio.to_thread(
+        ctx.registry.audit, "operator-auth-failed", None, request.remote, reason, detail
+    )
+    log.warning("operator login failed", extra=_fields(request, reason=reason))
+    raise ControlError(
+        "unauthorized",
+        "send Authorization: Bearer <a token from `cjb gateway operator add NAME`>",
+        401,
+    )
 
 
 def tenant_doc(t: TenantRow) -> dict[str, Any]:
@@ -391,7 +445,7 @@ def device_doc(d: DeviceRow) -> dict[str, Any]:
 
 
 async def op_status(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     reg = ctx.registry
     return _json(
         {
@@ -405,12 +459,12 @@ async def op_status(request: web.Request) -> web.Response:
 
 
 async def op_tenants(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     return _json([tenant_doc(t) for t in await asyncio.to_thread(ctx.registry.tenants)])
 
 
 async def op_tenant(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     name = request.match_info["name"]
     t = await asyncio.to_thread(ctx.registry.tenant, name)
     if t is None:
@@ -420,7 +474,7 @@ async def op_tenant(request: web.Request) -> web.Response:
 
 
 async def op_set_catalog(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     body = await _body(request)
     try:
         catalog = _CATALOG.validate_json(body)
@@ -434,12 +488,12 @@ async def op_set_catalog(request: web.Request) -> web.Response:
 
 
 async def op_devices(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     return _json([device_doc(d) for d in await asyncio.to_thread(ctx.registry.devices)])
 
 
 async def op_device(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     serial = request.match_info["serial"]
     d = await asyncio.to_thread(ctx.registry.device, serial)
     if d is None:
@@ -461,7 +515,7 @@ class _RevokeBody(BaseModel):
 
 
 async def op_revoke(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     body = await _body(request)
     reason = _parse(_RevokeBody, body or b"{}").reason
     d = await asyncio.to_thread(ctx.registry.revoke, request.match_info["serial"], reason, "api")
@@ -470,10 +524,16 @@ async def op_revoke(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    ctx = _operator(request)
+    ctx = await _operator(request)
     collectors: list[Collector] = [
         metrics.ControlCollector(
-            ctx.registry, ctx.clock, ctx.nonces, ctx.limiter, ctx.counters, ctx.enroll_limiter
+            ctx.registry,
+            ctx.clock,
+            ctx.nonces,
+            ctx.limiter,
+            ctx.counters,
+            ctx.enroll_limiter,
+            ctx.operator_failures,
         ),
         *ctx.extra_collectors,
     ]
@@ -482,12 +542,20 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 def make_app(ctx: ControlContext) -> web.Application:
+    """The device surface: what the internet may reach."""
     app = web.Application(middlewares=[_errors], client_max_size=MAX_REQUEST_BODY)
     app[CTX] = ctx
     app.router.add_post("/v1/enroll/nonce", nonce)
     app.router.add_post("/v1/enroll", enroll)
     app.router.add_get("/v1/device/config", get_config)
     app.router.add_post("/v1/device/heartbeat", heartbeat)
+    return app
+
+
+def make_operator_app(ctx: ControlContext) -> web.Application:
+    """The operator surface: operator API and /metrics, on the operator listener only."""
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_REQUEST_BODY)
+    app[CTX] = ctx
     app.router.add_get("/v1/operator/status", op_status)
     app.router.add_get("/v1/operator/tenants", op_tenants)
     app.router.add_get("/v1/operator/tenants/{name}", op_tenant)

@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import Certificate
 
 from cjb.common.control.protocol import ENROLL_SIGNING_CONTEXT, SIGNATURE_HEADER
@@ -61,6 +61,47 @@ class EnrollmentPolicy:
     certificate_validity: dt.timedelta = dt.timedelta(days=30)
 
 
+# Refusals that would tell an unauthenticated caller something about the inventory: the
+# wire answer is the same for all of them (REFUSED_CODE); the audit log keeps the reason.
+UNIFORM_REFUSALS = frozenset(
+    {
+        "unknown-serial",
+        "device-revoked",
+        "factory-key-mismatch",
+        "signature-missing",
+        "bad-signature",
+    }
+)
+REFUSED_CODE = "enroll-refused"
+REFUSED_MESSAGE = (
+    "enrollment refused: the serial, the factory key and the signature over the request must "
+    "match an enrollable inventory record (the gateway's audit log names the reason)"
+)
+
+
+def uniform_refusal() -> ControlError:
+    return ControlError(REFUSED_CODE, REFUSED_MESSAGE, 403)
+
+
+# A well-formed 64-byte signature to verify when none (or garbage) was sent, so that path
+# costs one Ed25519 verification like every other.
+_NO_SIGNATURE = bytes(64)
+
+
+def _signature_ok(public_b64: str, body: bytes, signature_b64: str | None) -> bool:
+    try:
+        signature = base64.b64decode(signature_b64 or "", validate=True)
+    except (binascii.Error, ValueError):
+        signature = b""
+    if len(signature) != 64:
+        signature = _NO_SIGNATURE
+    try:
+        pki.ed25519_public(public_b64).verify(signature, ENROLL_SIGNING_CONTEXT + body)
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return signature_b64 is not None and signature is not _NO_SIGNATURE
+
+
 _NONCE_REFUSALS = {
     NonceVerdict.EXPIRED: "the nonce is older than NONCE_TTL_SECONDS; ask for a new one",
     NonceVerdict.REPLAYED: "the nonce was already used; ask for a new one",
@@ -81,6 +122,10 @@ class Enroller:
         self.policy = policy
         self._ca_key = ca_key
         self._ca_cert = ca_cert
+        # Stands in for the factory key of a serial the inventory does not hold.
+        self._dummy_key = base64.b64encode(
+            ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        ).decode()
 
     def verify(
         self,
@@ -89,7 +134,15 @@ class Enroller:
         signature_b64: str | None,
         device: DeviceFacts | None,
     ) -> ec.EllipticCurvePublicKey:
-        """Every check that needs no state change; returns the CSR's public key."""
+        """Every check that needs no state change; returns the CSR's public key.
+
+        The signature is verified in every case (against a throw-away key when the serial is
+        unknown), before the inventory facts are looked at, so the refusals for an unknown
+        serial, a revoked device, another factory key and a bad signature cost the same; the
+        API then answers them alike (UNIFORM_REFUSALS) and only the audit log tells them apart.
+        """
+        known_key = device.factory_public_key if device is not None else None
+        signed = _signature_ok(known_key or self._dummy_key, body, signature_b64)
         if device is None:
             raise ControlError(
                 "unknown-serial",
@@ -107,17 +160,13 @@ class Enroller:
             )
         if not signature_b64:
             raise ControlError("signature-missing", f"send the {SIGNATURE_HEADER} header", 401)
-        try:
-            signature = base64.b64decode(signature_b64, validate=True)
-            public = pki.ed25519_public(device.factory_public_key)
-            public.verify(signature, ENROLL_SIGNING_CONTEXT + body)
-        except (InvalidSignature, binascii.Error, ValueError):
+        if not signed:
             raise ControlError(
                 "bad-signature",
                 f"{SIGNATURE_HEADER} is not an Ed25519 signature by the factory key over "
                 "ENROLL_SIGNING_CONTEXT + the exact body bytes",
                 403,
-            ) from None
+            )
         if device.tenant is None:
             raise ControlError(
                 "device-unassigned",

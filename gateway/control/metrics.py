@@ -11,6 +11,7 @@ e.g. per-tenant frames/bytes/drops from the data plane's status file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,24 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass
 class ApiCounters:
     nonces_issued: int = 0
+    operator_auth_failed: int = 0
+    operator_auth_limited: int = 0
+
+
+# Stored heartbeats are bounded on the wire (protocol.MAX_WIRE_INT), but rows written before
+# that bound, or by hand, may hold anything: a value that is not a finite number in range is
+# left out of the scrape instead of failing it.
+_MAX_EXPORTED = float(2**53)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) and abs(f) <= _MAX_EXPORTED else None
 
 
 class ControlCollector(Collector):
@@ -39,7 +58,9 @@ class ControlCollector(Collector):
         limiter: RateLimiter,
         counters: ApiCounters,
         enroll_limiter: RateLimiter | None = None,
+        operator_failures: RateLimiter | None = None,
     ) -> None:
+        self.operator_failures = operator_failures
         self.registry = registry
         self.clock = clock
         self.nonces = nonces
@@ -86,9 +107,9 @@ class ControlCollector(Collector):
             hb = d.heartbeat or {}
             if d.last_seen is not None and "tunnel_up" in hb:
                 tunnel_up.add_metric(labels, 1.0 if hb["tunnel_up"] else 0.0)
-                shake = hb.get("last_handshake_age_seconds")
-                if isinstance(shake, int | float):
-                    handshake.add_metric(labels, float(shake) + max(0.0, now - d.last_seen))
+                shake = _number(hb.get("last_handshake_age_seconds"))
+                if shake is not None:
+                    handshake.add_metric(labels, shake + max(0.0, now - d.last_seen))
         yield age
         yield tunnel_up
         yield handshake
@@ -115,6 +136,32 @@ class ControlCollector(Collector):
         held = GaugeMetricFamily("cjb_nonces_held", "Nonces held in memory (issued + used)")
         held.add_metric([], len(self.nonces))
         yield held
+        other = CounterMetricFamily(
+            "cjb_nonces_evicted_other_source",
+            "Nonces forgotten to make room for another source's (only when the store is full "
+            "and the owner held the most)",
+        )
+        other.add_metric([], self.nonces.evicted_other_source)
+        yield other
+        failed = CounterMetricFamily(
+            "cjb_operator_auth_failed", "Operator requests refused for a bad credential"
+        )
+        failed.add_metric([], self.counters.operator_auth_failed)
+        yield failed
+        op_limited = CounterMetricFamily(
+            "cjb_operator_auth_rate_limited",
+            "Operator requests refused unchecked: their source failed too often",
+        )
+        op_limited.add_metric([], self.counters.operator_auth_limited)
+        yield op_limited
+        pruned = CounterMetricFamily(
+            "cjb_audit_pruned", "Audit rows removed by retention ([audit] max_rows, max_age_days)"
+        )
+        pruned.add_metric([], self.registry.audit_pruned())
+        yield pruned
+        rows = GaugeMetricFamily("cjb_audit_rows", "Rows in the audit log")
+        rows.add_metric([], self.registry.audit_rows())
+        yield rows
 
 
 def render(collectors: Iterable[Collector]) -> bytes:

@@ -88,6 +88,36 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX certificates_by_device ON certificates(device)",
         ),
     ),
+    (
+        2,
+        (
+            # Named, revocable operator credentials; only a salted scrypt hash is stored.
+            """CREATE TABLE operators (
+                name TEXT PRIMARY KEY,
+                salt BLOB NOT NULL,
+                hash BLOB NOT NULL,
+                created_at REAL NOT NULL,
+                revoked_at REAL,
+                last_used_at REAL
+            )""",
+            # The one certificate a device may use: re-enrollment replaces (and revokes) it.
+            "ALTER TABLE devices ADD COLUMN current_cert TEXT",
+            """UPDATE devices SET current_cert = (
+                SELECT c.fingerprint FROM certificates c
+                WHERE c.device = devices.serial AND c.revoked_at IS NULL
+                ORDER BY c.issued_at DESC LIMIT 1)""",
+            # Audit retention prunes by age and by id.
+            "CREATE INDEX audit_by_time ON audit(at)",
+            "INSERT INTO meta (key, value) VALUES ('audit_pruned', 0)",
+            # What pruned rows counted, so counters read from the log never go down.
+            """CREATE TABLE audit_pruned_counts (
+                event TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                n INTEGER NOT NULL,
+                PRIMARY KEY (event, reason)
+            )""",
+        ),
+    ),
 )
 
 

@@ -10,7 +10,6 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cjb.common.private_file import PRIVATE, atomic_write
 from cjb.gateway.control.errors import ControlError
 
 CA_VALIDITY = dt.timedelta(days=3650)
@@ -26,11 +26,9 @@ SERVER_VALIDITY = dt.timedelta(days=825)
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew on the verifying side
 
 
-def write_secret(path: Path, data: bytes) -> None:
+def write_secret(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
     """Create `path` with mode 0600 before any byte is written; refuse to overwrite."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    atomic_write(path, data, PRIVATE, exclusive=True, owner=owner)
 
 
 def new_ec_key() -> ec.EllipticCurvePrivateKey:

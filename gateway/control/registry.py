@@ -67,6 +67,17 @@ class DeviceRow:
     last_peer: str | None
     heartbeat: dict[str, Any] | None
     created_at: float
+    current_cert: str | None  # fingerprint of the one certificate that device may use
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorRow:
+    name: str
+    salt: bytes
+    hash: bytes
+    created_at: float
+    revoked_at: float | None
+    last_used_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +112,14 @@ class TunnelSpec:
     wireguard_public_key: str
     service_ipv4: ipaddress.IPv4Address | None
     lan_mtu: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLimits:
+    """Retention of the audit log: at most `max_rows` rows, none older than `max_age` s."""
+
+    max_rows: int = 100_000
+    max_age: float = 365 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +183,24 @@ def _device(r: sqlite3.Row) -> DeviceRow:
 class Registry:
     """One connection, guarded by a lock so asyncio.to_thread workers can share it."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        clock: Callable[[], float],
+        audit_limits: AuditLimits | None = None,
+    ) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._clock = clock
+        self.audit_limits = audit_limits or AuditLimits()
 
     @classmethod
-    def open(cls, path: Path, clock: Callable[[], float] = time.time) -> Registry:
+    def open(
+        cls,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        audit_limits: AuditLimits | None = None,
+    ) -> Registry:
         conn = sqlite3.connect(
             path, isolation_level=None, timeout=30.0, check_same_thread=False
         )  # isolation_level=None: we issue BEGIN/COMMIT ourselves
@@ -182,7 +212,7 @@ class Registry:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         migrate(conn, clock)
-        return cls(conn, clock)
+        return cls(conn, clock, audit_limits)
 
     def close(self) -> None:
         with self._lock:
@@ -227,8 +257,8 @@ class Registry:
     def _bump(c: sqlite3.Connection) -> None:
         c.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
-    @staticmethod
     def _audit(
+        self,
         c: sqlite3.Connection,
         at: float,
         event: str,
@@ -242,11 +272,36 @@ class Registry:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (at, event, serial, peer, reason, json.dumps(detail or {}, sort_keys=True)),
         )
+        # Retention on every write, in the same transaction: range deletes on indexes, after
+        # adding what the pruned rows counted to audit_pruned_counts.
+        limits = self.audit_limits
+        pruned = 0
+        for where, arg in (
+            ("id <= (SELECT MAX(id) FROM audit) - ?", limits.max_rows),
+            ("at < ?", at - limits.max_age),
+        ):
+            c.execute(
+                "INSERT INTO audit_pruned_counts (event, reason, n) "  # noqa: S608 (fixed)
+                f"SELECT event, COALESCE(reason, ''), COUNT(*) FROM audit WHERE {where} "
+                "GROUP BY 1, 2 ORDER BY 1, 2 "
+                "ON CONFLICT (event, reason) DO UPDATE SET n = n + excluded.n",
+                (arg,),
+            )
+            pruned += c.execute(f"DELETE FROM audit WHERE {where}", (arg,)).rowcount  # noqa: S608
+        if pruned:
+            c.execute("UPDATE meta SET value = value + ? WHERE key = 'audit_pruned'", (pruned,))
 
     # -- reads ------------------------------------------------------------------------------
 
     def generation(self) -> int:
         return int(self._read("SELECT value FROM meta WHERE key = 'generation'")[0][0])
+
+    def audit_pruned(self) -> int:
+        """Audit rows removed by retention (AuditLimits) since the registry was created."""
+        return int(self._read("SELECT value FROM meta WHERE key = 'audit_pruned'")[0][0])
+
+    def audit_rows(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM audit")[0][0])
 
     def schema_versions(self) -> list[int]:
         return [r[0] for r in self._read("SELECT version FROM schema_migrations ORDER BY 1")]
@@ -284,7 +339,13 @@ class Registry:
         return [_from_row(AuditRow, r, detail=json.loads(r["detail_json"])) for r in rows]
 
     def enrollment_outcomes(self) -> dict[str, int]:
-        rows = self._read("SELECT event, reason, COUNT(*) FROM audit GROUP BY event, reason")
+        """Enrollment attempts by outcome since the registry was created (pruned rows too)."""
+        rows = self._read(
+            "SELECT event, NULLIF(reason, ''), SUM(n) FROM ("
+            "SELECT event, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM audit "
+            "GROUP BY 1, 2 UNION ALL SELECT event, reason, n FROM audit_pruned_counts"
+            ") GROUP BY 1, 2"
+        )
         out: dict[str, int] = {}
         for event, reason, n in rows:
             if event == "enroll-ok":
@@ -503,10 +564,20 @@ class Registry:
                     f"that WireGuard public key belongs to another device ({exc})",
                     409,
                 ) from None
+            # The new certificate replaces every earlier one of this device: a copy of an old
+            # certificate and its key (a cloned or resold unit) stops working now.
+            superseded = c.execute(
+                "UPDATE certificates SET revoked_at = ? WHERE device = ? AND revoked_at IS NULL",
+                (now, rec.serial),
+            ).rowcount
             c.execute(
                 "INSERT INTO certificates (fingerprint, serial_number, device, issued_at, "
                 "not_after) VALUES (?, ?, ?, ?, ?)",
                 (rec.cert_fingerprint, rec.cert_serial_number, rec.serial, now, rec.cert_not_after),
+            )
+            c.execute(
+                "UPDATE devices SET current_cert = ? WHERE serial = ?",
+                (rec.cert_fingerprint, rec.serial),
             )
             c.execute(
                 "INSERT INTO enrollments (device, at, peer, wireguard_public_key, certificate, "
@@ -527,7 +598,11 @@ class Registry:
                 rec.serial,
                 rec.peer,
                 None,
-                {"tenant": tenant_name, "certificate": rec.cert_fingerprint},
+                {
+                    "tenant": tenant_name,
+                    "certificate": rec.cert_fingerprint,
+                    "superseded_certificates": superseded,
+                },
             )
             self._bump(c)
         device, tenant = self.device(rec.serial), self.tenant(tenant_name)
@@ -560,6 +635,57 @@ class Registry:
                 "WHERE serial = ?",
                 (self._clock(), peer, json.dumps(heartbeat, sort_keys=True), serial),
             )
+
+    # -- operator credentials (operators.py hashes; only hashes are stored) -------------------
+
+    def add_operator(self, name: str, salt: bytes, digest: bytes) -> None:
+        now = self._clock()
+        with self._tx() as c:
+            old = c.execute("SELECT revoked_at FROM operators WHERE name = ?", (name,)).fetchone()
+            if old is not None:
+                raise ControlError(
+                    "operator-exists",
+                    f"operator credential {name!r} exists"
+                    + (" (revoked; names are not reused)" if old[0] is not None else "")
+                    + "; choose another name",
+                    409,
+                )
+            c.execute(
+                "INSERT INTO operators (name, salt, hash, created_at) VALUES (?, ?, ?, ?)",
+                (name, salt, digest, now),
+            )
+            self._audit(c, now, "operator-added", None, None, None, {"name": name})
+
+    def operator(self, name: str) -> OperatorRow | None:
+        rows = self._read("SELECT * FROM operators WHERE name = ?", (name,))
+        return OperatorRow(**dict(rows[0])) if rows else None
+
+    def operators(self) -> list[OperatorRow]:
+        return [OperatorRow(**dict(r)) for r in self._read("SELECT * FROM operators ORDER BY 1")]
+
+    def revoke_operator(self, name: str) -> OperatorRow:
+        now = self._clock()
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE operators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (now, name),
+            )
+            if cur.rowcount == 0:
+                known = c.execute("SELECT 1 FROM operators WHERE name = ?", (name,)).fetchone()
+                raise ControlError(
+                    "unknown-operator",
+                    f"operator credential {name!r} "
+                    + ("is already revoked" if known else "does not exist"),
+                    404,
+                )
+            self._audit(c, now, "operator-revoked", None, None, None, {"name": name})
+        row = self.operator(name)
+        assert row is not None
+        return row
+
+    def operator_used(self, name: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE operators SET last_used_at = ? WHERE name = ?", (self._clock(), name))
 
     def integrity_check(self) -> str:
         return str(self._read("PRAGMA integrity_check")[0][0])

@@ -1,5 +1,10 @@
 """`cjb gateway serve`: the control plane's process (one asyncio loop, aiohttp over TLS).
 
+Two listeners: the device surface ([api] listen/port, internet-facing) and the operator
+surface ([operator] listen/port, loopback by default; operator API and /metrics). A watcher
+re-exports shared/desired.json for the data plane whenever the registry's generation moves
+(also after changes made by the inventory commands in another process).
+
 TLS: server certificate from the state dir; client certificates are *optional* at the TLS
 layer (enrollment has none yet) but, when sent, must chain to our CA, so a certificate from
 another CA fails the handshake before any handler runs. Which certificate may use
@@ -9,6 +14,7 @@ another CA fails the handshake before any handler runs. Which certificate may us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -24,9 +30,10 @@ from cryptography import x509
 from prometheus_client.registry import Collector
 
 from cjb.gateway.control import pki
-from cjb.gateway.control.api import ControlContext, make_app
+from cjb.gateway.control.api import ControlContext, make_app, make_operator_app
 from cjb.gateway.control.enroll import Enroller, EnrollmentPolicy
-from cjb.gateway.control.registry import Registry
+from cjb.gateway.control.export import write_export
+from cjb.gateway.control.registry import AuditLimits, Registry
 from cjb.gateway.control.settings import Settings, load_settings
 from cjb.gateway.control.statedir import StateDir
 
@@ -49,6 +56,7 @@ def build_context(
     random: Callable[[int], bytes] = secrets.token_bytes,
     extra_collectors: Sequence[Collector] = (),
 ) -> ControlContext:
+    layout.require_current()
     settings = settings or load_settings(layout.settings)
     ca_pem = layout.ca_cert.read_text()
     enroller = Enroller(
@@ -59,10 +67,13 @@ def build_context(
         x509.load_pem_x509_certificate(ca_pem.encode()),
     )
     return ControlContext(
-        registry=Registry.open(layout.registry, clock),
+        registry=Registry.open(
+            layout.registry,
+            clock,
+            AuditLimits(settings.audit.max_rows, settings.audit.max_age_days * 86400.0),
+        ),
         settings=settings,
         enroller=enroller,
-        operator_token=layout.read_token(),
         gateway_wireguard_public_key=layout.wg_public_key(),
         ca_pem=ca_pem,
         clock=clock,
@@ -72,13 +83,13 @@ def build_context(
 
 
 async def start(
-    ctx: ControlContext, layout: StateDir, host: str, port: int
+    ctx: ControlContext, layout: StateDir, host: str, port: int, operator: bool = False
 ) -> tuple[web.AppRunner, int]:
-    """Start listening; returns the runner (cleanup() stops it) and the bound port."""
+    """Start listening with the device app (or, `operator`, the operator app); returns the
+    runner (cleanup() stops it) and the bound port."""
+    app = make_operator_app(ctx) if operator else make_app(ctx)
     # Handlers are short; do not wait long for idle keep-alive or stalled clients on stop.
-    runner = web.AppRunner(
-        make_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=3.0
-    )
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls_context(layout), reuse_address=True)
     await site.start()
@@ -86,24 +97,48 @@ async def start(
     return runner, bound
 
 
+EXPORT_POLL_SECONDS = 0.25
+
+
+async def keep_exporting(ctx: ControlContext, layout: StateDir, stop: asyncio.Event) -> None:
+    """Rewrite shared/desired.json whenever the registry's generation moves."""
+    written: int | None = None
+    while not stop.is_set():
+        try:
+            gen = await asyncio.to_thread(ctx.registry.generation)
+            if gen != written:
+                written = await asyncio.to_thread(write_export, ctx.registry, layout.desired)
+        except Exception:  # a full disk must not stop the API; say so and retry
+            log.exception("cannot write the data plane's export", extra={"fields": {}})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), EXPORT_POLL_SECONDS)
+
+
 async def serve(
     state_dir: Path,
     host: str | None = None,
     port: int | None = None,
     extra_collectors: Sequence[Collector] = (),
+    operator_host: str | None = None,
+    operator_port: int | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT. `extra_collectors`: the data plane's metrics hook."""
     layout = StateDir(state_dir)
     ctx = build_context(layout, extra_collectors=extra_collectors)
     host = host if host is not None else ctx.settings.api.listen
     port = port if port is not None else ctx.settings.api.port
+    op_host = operator_host if operator_host is not None else ctx.settings.operator.listen
+    op_port = operator_port if operator_port is not None else ctx.settings.operator.port
     runner, bound = await start(ctx, layout, host, port)
+    op_runner, op_bound = await start(ctx, layout, op_host, op_port, operator=True)
     log.info(
         "serving",
         extra={
             "fields": {
                 "listen": host,
                 "port": bound,
+                "operator_listen": op_host,
+                "operator_port": op_bound,
                 "pid": os.getpid(),
                 "state_dir": str(state_dir),
             }
@@ -113,9 +148,12 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    exporter = asyncio.create_task(keep_exporting(ctx, layout, stop))
     try:
         await stop.wait()
     finally:
+        await exporter
         await runner.cleanup()
+        await op_runner.cleanup()
         ctx.registry.close()
         log.info("stopped", extra={"fields": {"pid": os.getpid()}})

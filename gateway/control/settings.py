@@ -31,8 +31,22 @@ class ApiSettings(_Section):
     nonce_requests_per_second: Annotated[float, Field(gt=0)] = 2.0
     nonce_burst: Annotated[int, Field(ge=1)] = 10
     max_outstanding_nonces: Annotated[int, Field(ge=16)] = 10_000
+    nonces_per_source: Annotated[int, Field(ge=1)] = 64
     enroll_requests_per_second: Annotated[float, Field(gt=0)] = 10.0
     enroll_burst: Annotated[int, Field(ge=1)] = 100
+    max_sources: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
+
+
+class OperatorSettings(_Section):
+    listen: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8444
+    failures_per_second: Annotated[float, Field(gt=0)] = 0.2
+    failure_burst: Annotated[int, Field(ge=1)] = 5
+
+
+class AuditSettings(_Section):
+    max_rows: Annotated[int, Field(ge=100)] = 100_000
+    max_age_days: Annotated[float, Field(gt=0)] = 365.0
 
 
 class WireGuardSettings(_Section):
@@ -70,10 +84,21 @@ class EnrollmentSettings(_Section):
 
 class Settings(_Section):
     api: ApiSettings = ApiSettings()
+    operator: OperatorSettings = OperatorSettings()
+    audit: AuditSettings = AuditSettings()
     wireguard: WireGuardSettings = WireGuardSettings()
     overlay: OverlaySettings = OverlaySettings()
     tenants: TenantSettings = TenantSettings()
     enrollment: EnrollmentSettings = EnrollmentSettings()
+
+    @model_validator(mode="after")
+    def _apart(self) -> Settings:
+        if self.operator.port == self.api.port:
+            raise ValueError(
+                "operator.port must differ from api.port: the operator API and /metrics "
+                "have their own listener, apart from the devices'"
+            )
+        return self
 
 
 TEMPLATE = """\
@@ -81,17 +106,38 @@ TEMPLATE = """\
 # Read by `cjb gateway serve`; unknown keys are refused.
 
 [api]
-# HTTPS listener for enrollment, device, operator and metrics endpoints.
+# The internet-facing HTTPS listener: enrollment and device endpoints only.
 listen = "{listen}"
 port = {port}
-# Per client IP: nonce requests allowed per second, and the burst above that rate.
+# Rate limits and quotas are per source: an IPv4 address, or an IPv6 /64.
+# Nonce requests allowed per second per source, and the burst above that rate.
 nonce_requests_per_second = 2.0
 nonce_burst = 10
-# Bound on nonces held in memory; past it the oldest is forgotten (a flood cannot grow it).
+# Bound on nonces held in memory; past it the oldest of the source holding most is forgotten.
 max_outstanding_nonces = 10000
-# Per client IP, for POST /v1/enroll: every refusal is audited, so a flood must not fill the log.
+# Nonces one source may hold; past it its own oldest is forgotten (never another source's).
+nonces_per_source = 64
+# For POST /v1/enroll: every refusal is audited, so a flood must not fill the log.
 enroll_requests_per_second = 10.0
 enroll_burst = 100
+# Sources each rate limiter remembers (least recently seen forgotten first).
+max_sources = 4096
+
+[operator]
+# The operator API (/v1/operator/*) and /metrics: HTTPS on their own listener, loopback by
+# default (reach it over SSH or a VPN). Never the same address and port as [api].
+listen = "{operator_listen}"
+port = {operator_port}
+# Failed operator logins per source: the rate refills this many per second, up to the burst;
+# past it the source gets 429 without a credential check. Every failure is audited.
+failures_per_second = 0.2
+failure_burst = 5
+
+[audit]
+# The audit log keeps at most this many rows and none older than max_age_days; the oldest
+# are pruned first (counted: `cjb_audit_pruned_total`).
+max_rows = 100000
+max_age_days = 365
 
 [wireguard]
 # What appliances dial: the gateway's underlay address and WireGuard port, "host:port".
@@ -122,8 +168,20 @@ heartbeat_seconds = 30
 """
 
 
-def render_template(listen: str, port: int, endpoint: str) -> str:
-    text = TEMPLATE.format(listen=listen, port=port, endpoint=endpoint)
+def render_template(
+    listen: str,
+    port: int,
+    endpoint: str,
+    operator_listen: str = "127.0.0.1",
+    operator_port: int = 8444,
+) -> str:
+    text = TEMPLATE.format(
+        listen=listen,
+        port=port,
+        endpoint=endpoint,
+        operator_listen=operator_listen,
+        operator_port=operator_port,
+    )
     load_text(text, Path("<template>"))  # the template must always parse
     return text
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cjb.common import config_file as common_config
+from cjb.common.private_file import atomic_write
 from cjb.common.tunnel_mtu import DEFAULT_WIREGUARD_MTU, MIN_WIREGUARD_MTU, lan_mtu_through
 
 TENANT_NAME = r"^[a-z][a-z0-9-]{0,11}$"  # 12 chars max: "vx-" + name fits IFNAMSIZ
@@ -72,10 +71,11 @@ class WireGuardModel(_Model):
 
 
 class RegistryModel(_Model):
-    """Take tenants from the control plane's registry (engineer A's SQLite) instead of
-    `tenants`: one tenant per enrolled, unrevoked device (`Registry.desired_tunnels()`)."""
+    """Take tenants from the control plane's registry instead of `tenants`: one tenant per
+    enrolled, unrevoked device (`Registry.desired_tunnels()`)."""
 
-    path: str  # the control plane's registry.sqlite3
+    # The API's read-only export STATE/shared/desired.json (or, single-user, registry.sqlite3)
+    path: str
     native_ipv6: bool = True  # give every registry tenant a native IPv6 link too
 
 
@@ -242,10 +242,7 @@ def write_model(path: Path, model: GatewayModel) -> None:
     """Write atomically (rename), so a running gateway never reads half a file."""
     text = json.dumps(model.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text, 0o644)
 
 
 def tenant_lan_mtu(lan_mtu: int, wireguard_mtu: int | None) -> int:

@@ -9,10 +9,9 @@ Written atomically (write + rename) so a reader never sees half a file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from cjb.common.private_file import atomic_write
 from cjb.gateway.dataplane.config import GatewayConfig
 
 
@@ -28,12 +27,7 @@ def directory(cfg: GatewayConfig) -> dict[str, object]:
 
 def write_json_atomic(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n", 0o644)
 
 
 def write_directory(cfg: GatewayConfig) -> None:

@@ -78,9 +78,9 @@ PROFILES = {
     "cjb-appliance.service": Profile(
         frozenset({"CAP_NET_ADMIN", "CAP_NET_RAW"}), None, exposure=3.0, keeps_children=True
     ),
-    "cjb-gateway-api.service": Profile(frozenset(), "cjb-gateway", exposure=2.0),
+    "cjb-gateway-api.service": Profile(frozenset(), "cjb-gw-api", exposure=2.0),
     "cjb-gateway-dataplane.service": Profile(
-        DATAPLANE_CAPS, "cjb-gateway", exposure=3.0, keeps_children=True
+        DATAPLANE_CAPS, "cjb-gw-data", exposure=3.0, keeps_children=True
     ),
 }
 
@@ -183,24 +183,37 @@ def test_systemd_units_are_sandboxed(report: Report) -> None:
 
 def test_gateway_example_config_fits_the_units() -> None:
     """gateway/systemd/gateway.json is valid, and everything the data plane writes lies in
-    the directories its unit makes writable (ProtectSystem=strict makes the rest read-only)."""
+    the directories its unit makes writable (ProtectSystem=strict makes the rest read-only);
+    what it reads of the state directory is its own dataplane/ and the API's shared/ export,
+    the directories cjb-gateway.tmpfiles.conf gives the right owners."""
+    from cjb.gateway.control.statedir import StateDir
+
     model = read_model(ROOT / "gateway/systemd/gateway.json")
     service = parse_unit((ROOT / "gateway/systemd/cjb-gateway-dataplane.service").read_text())
     service_opts = service["Service"]
-    writable = [Path("/var/lib", d) for d in service_opts["StateDirectory"][-1].split()]
-    writable += [Path("/run", d) for d in service_opts["RuntimeDirectory"][-1].split()]
+    assert "StateDirectory" not in service_opts  # it writes nothing there
+    writable = [Path("/run", d) for d in service_opts["RuntimeDirectory"][-1].split()]
     writable += [Path("/var/log", d) for d in service_opts["LogsDirectory"][-1].split()]
     assert model.wireguard is not None and model.registry is not None
-    written = [Path(model.state_dir), Path(model.registry.path)]
+    written = [Path(model.state_dir)]
     written += [Path(p) for p in (model.directory_file, model.wireguard.log_file) if p]
     for path in written:
         assert any(path.is_relative_to(w) for w in writable), f"{path} is read-only for the unit"
     assert Path("/run/wireguard") in writable  # wireguard-go's UAPI socket (DESIGN §6)
     exec_start = service_opts["ExecStart"][-1]
     assert "--config /etc/cjb/gateway.json" in exec_start
+    layout = StateDir(Path("/var/lib/cjb-gateway"))
+    assert Path(model.registry.path) == layout.desired
+    assert Path(model.wireguard.private_key_file) == layout.wg_private
     api = parse_unit((ROOT / "gateway/systemd/cjb-gateway-api.service").read_text())["Service"]
     assert f"--dataplane-status {model.state_dir}/status.json" in api["ExecStart"][-1]
-    assert f"--state-dir {Path(model.registry.path).parent}" in api["ExecStart"][-1]
+    assert f"--state-dir {layout.root}" in api["ExecStart"][-1]
+    assert api["ReadWritePaths"][-1].split() == [str(layout.api_dir), str(layout.shared_dir)]
+    tmpfiles = (ROOT / "gateway/systemd/cjb-gateway.tmpfiles.conf").read_text().splitlines()
+    dirs = {f[1]: (f[2], f[3], f[4]) for f in (ln.split() for ln in tmpfiles) if f and f[0] == "d"}
+    assert dirs[str(layout.api_dir)] == ("0700", "cjb-gw-api", "cjb-gw-api")
+    assert dirs[str(layout.dataplane_dir)] == ("0700", "cjb-gw-data", "cjb-gw-data")
+    assert dirs[str(layout.shared_dir)] == ("2750", "cjb-gw-api", "cjb-gw-data")
 
 
 @pytest.fixture
@@ -336,6 +349,9 @@ def _prepare_root(root: Path, base: Path, run: str) -> dict[str, object]:
     sysusers = root / "etc/sysusers.d"
     sysusers.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "gateway/systemd/cjb-gateway.sysusers.conf", sysusers / "cjb-gateway.conf")
+    tmpfiles = root / "etc/tmpfiles.d"
+    tmpfiles.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "gateway/systemd/cjb-gateway.tmpfiles.conf", tmpfiles / "cjb-gateway.conf")
     site = CHECKOUT / next((ROOT / ".venv/lib").glob("python3*/site-packages")).relative_to(ROOT)
     (root / "opt/cjb/bin").mkdir(parents=True)
     (root / "opt/cjb/src").mkdir()
@@ -463,9 +479,11 @@ def _booted(run: str, base: Path) -> Iterator[tuple[Container, dict[str, object]
 def test_gateway_units_run_the_gateway_under_systemd(report: Report) -> None:
     """Both gateway units, unchanged, start their services under systemd with every
     sandboxing option in force; the data plane reaches a running tenant (WireGuard,
-    VXLAN, nftables, AF_PACKET worker, tc-eBPF fast path) as cjb-gateway with exactly
-    its four capabilities; a restart and a kill -9 of the data plane leave wireguard-go
-    (and so the tunnel) running, and the new daemon adopts it."""
+    VXLAN, nftables, AF_PACKET worker, tc-eBPF fast path) as cjb-gw-data with exactly
+    its four capabilities, the API as cjb-gw-api; each user reads its own secrets and not
+    the other's; the operator listener answers /metrics on loopback, the device listener
+    does not; a restart and a kill -9 of the data plane leave wireguard-go (and so the
+    tunnel) running, and the new daemon adopts it."""
     if os.geteuid() != 0:
         pytest.skip("needs root: systemd-nspawn and a network namespace")
     missing = [t for t in ("systemd-nspawn", "nsenter", "wireguard-go") if not shutil.which(t)]
@@ -485,11 +503,13 @@ def test_gateway_units_run_the_gateway_under_systemd(report: Report) -> None:
     run = uuid.uuid4().hex[:6]
     api, dataplane = "cjb-gateway-api.service", "cjb-gateway-dataplane.service"
     with _booted(run, bases[-1]) as (box, config, work):
-        box.run("install", "-d", "-o", "cjb-gateway", "-g", "cjb-gateway", "-m", "0700",
-                "/var/lib/cjb-gateway")  # fmt: skip
-        box.run("runuser", "-u", "cjb-gateway", "--", "/opt/cjb/bin/cjb", "gateway", "init",
-                "--state-dir", "/var/lib/cjb-gateway", "--endpoint", "gw.invalid:51820",
-                )  # fmt: skip
+        box.run("systemd-tmpfiles", "--create", "/etc/tmpfiles.d/cjb-gateway.conf")
+        out = box.run("/opt/cjb/bin/cjb", "gateway", "init", "--state-dir",
+                      "/var/lib/cjb-gateway", "--endpoint", "gw.invalid:51820",
+                      "--api-user", "cjb-gw-api", "--dataplane-user", "cjb-gw-data",
+                      "--operator", "boot")  # fmt: skip
+        token = out.strip().splitlines()[-1]
+        tried, kept = _privilege_matrix(box)
         verify = box.run("systemd-analyze", "verify", "--man=no", f"/etc/systemd/system/{api}",
                          f"/etc/systemd/system/{dataplane}", check=False)  # fmt: skip
         assert not verify.strip(), verify
@@ -506,24 +526,38 @@ def test_gateway_units_run_the_gateway_under_systemd(report: Report) -> None:
         fast = acme["fast_path"]
         assert fast["error"] is None, fast
         # The API answers over HTTPS, from its sandbox, with a nonce.
-        ca = work / "root/var/lib/cjb-gateway/ca/ca.pem"
+        ca = work / "root/var/lib/cjb-gateway/api/ca/ca.pem"
         code = (
-            "import json, ssl, sys, urllib.request\n"
+            "import json, ssl, sys, urllib.request, urllib.error\n"
             "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
             "req = urllib.request.Request('https://[::1]:8443/v1/enroll/nonce', method='POST')\n"
             "print(json.load(urllib.request.urlopen(req, context=ctx, timeout=10))['nonce'])\n"
+            "auth = {'Authorization': 'Bearer ' + sys.argv[2]}\n"
+            "for url in ('https://[::1]:8443/metrics', 'https://127.0.0.1:8444/metrics'):\n"
+            "    try:\n"
+            "        r = urllib.request.urlopen(urllib.request.Request(url, headers=auth),\n"
+            "                                   context=ctx, timeout=10)\n"
+            "        body = r.read()\n"
+            "        print(r.status, b'cjb_devices' in body, b'cjb_dataplane_up 1.0' in body)\n"
+            "    except urllib.error.HTTPError as e:\n"
+            "        print(e.code)\n"
         )
         with netns(f"cjbunit{run}-gw"):
-            nonce = subprocess.run([sys.executable, "-c", code, str(ca)], capture_output=True,
-                                   text=True, timeout=30, check=False)  # fmt: skip
-        assert nonce.returncode == 0 and nonce.stdout.strip(), nonce.stderr[-2000:]
+            answers = subprocess.run([sys.executable, "-c", code, str(ca), token],
+                                     capture_output=True, text=True, timeout=30,
+                                     check=False)  # fmt: skip
+        assert answers.returncode == 0, answers.stderr[-2000:]
+        nonce, device_metrics, operator_metrics = answers.stdout.split("\n")[:3]
+        assert nonce.strip() and device_metrics == "404", answers.stdout
+        # ... with the data plane's counters: the API (cjb-gw-api) reads its status file.
+        assert operator_metrics == "200 True True", answers.stdout
 
-        uid = box.run("id", "-u", "cjb-gateway").strip()
         for unit in (api, dataplane):
             props = box.show(unit)
-            assert props["ActiveState"] == "active" and props["User"] == "cjb-gateway", props
+            user = PROFILES[unit].user
+            assert props["ActiveState"] == "active" and props["User"] == user, props
             st = box.proc_status(props["MainPID"])
-            assert st["Uid"].split()[0] == uid, st["Uid"]
+            assert st["Uid"].split()[0] == box.run("id", "-u", str(user)).strip(), st["Uid"]
             want = _cap_mask(PROFILES[unit].caps)
             assert int(st["CapEff"], 16) == want, (unit, st["CapEff"])
             assert int(st["CapBnd"], 16) == want, (unit, st["CapBnd"])
@@ -557,6 +591,39 @@ def test_gateway_units_run_the_gateway_under_systemd(report: Report) -> None:
             assert bad not in journal, f"{bad!r} in the journal:\n{journal[-4000:]}"
     report(
         "systemd-units-boot", 2, 2, 0,
-        f"api + dataplane active as cjb-gateway, caps exact, fast path {fast['mode']}; "
+        f"api as cjb-gw-api, dataplane as cjb-gw-data, caps exact, fast path {fast['mode']}; "
         "wireguard-go kept across restart and kill -9",
     )  # fmt: skip
+    report(
+        "privilege-separation-systemd", tried, kept, tried - kept,
+        "reads of each secret as each unit's user that went as the layout says "
+        "(own secrets readable, the other's refused)",
+    )  # fmt: skip
+
+
+# (path under /var/lib/cjb-gateway, readable by cjb-gw-api?, readable by cjb-gw-data?)
+READ_POLICY = (
+    ("api/ca/ca.key", True, False),
+    ("api/tls/server.key", True, False),
+    ("api/registry.sqlite3", True, False),
+    ("api/gateway.toml", True, False),
+    ("dataplane/wireguard/private.key", False, True),
+    ("shared/desired.json", True, True),
+    ("shared/wireguard.pub", True, True),
+)
+
+
+def _privilege_matrix(box: Container) -> tuple[int, int]:
+    """Try every READ_POLICY read as each user inside the container; (tried, as expected)."""
+    tried = kept = 0
+    for rel, api_reads, data_reads in READ_POLICY:
+        for user, allowed in (("cjb-gw-api", api_reads), ("cjb-gw-data", data_reads)):
+            path = f"/var/lib/cjb-gateway/{rel}"
+            out = box.run("runuser", "-u", user, "--", "sh", "-c",
+                          f"test -s {path} && cat {path} > /dev/null && echo read",
+                          check=False)  # fmt: skip
+            read = out.strip() == "read"
+            tried += 1
+            kept += read == allowed
+            assert read == allowed, f"{user} {'could' if read else 'could not'} read {rel}"
+    return tried, kept
