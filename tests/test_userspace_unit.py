@@ -149,3 +149,15 @@ def test_status_table_shows_the_io_mode_and_super_frames() -> None:
     assert "userspace io: packet-vnet, to-service 3 super-frames (90 segments)" in text
     assert "to-lan 1 super-frames (0 segments)" in text
     assert "  userspace io: packet\n" in text
+
+
+def test_vnet_router_drops_unicast_no_cloud_link_owns() -> None:
+    cloud = MACS[:6]
+    router = VnetFrameRouter(VnetTranslator(Translator(XlatConfig())), False, [cloud])
+    stranger = memoryview(b"\x02\x11\x22\x33\x44\x55" + MACS[6:] + b"\x08\x00" + bytes(46))
+    assert router.route_vnet(Port.TUNNEL, memoryview(NO_VNET), stranger) == []
+    assert router.counters.drops["unicast-not-for-cloud"] == 1
+    to_cloud = memoryview(MACS + b"\x08\x00" + bytes(46))  # reaches the translator
+    assert router.route_vnet(Port.TUNNEL, memoryview(NO_VNET), to_cloud) == []
+    assert router.counters.drops["unicast-not-for-cloud"] == 1
+    assert router.counters.drops["malformed"] == 1

@@ -36,6 +36,18 @@ PORT_SYSCTLS = (
     ("ipv6.autoconf", "0"),
 )
 
+# The service host's neighbour cache for a LAN's clients: anything on the LAN can rewrite
+# an entry (an NS's source link-layer option, an override NA: RFC 4861 §7.2.3, §7.2.5), so
+# one spoofed ARP leaves the client's entry on a wrong MAC. With the kernel's defaults
+# (5 s DELAY, then 3 unicast probes to that MAC and no multicast re-probe) the client's
+# next connection waited 7-11 s. Probe after 1 s, once unicast, then multicast
+# (RFC 7048 §3): the real client answers and is served within about 2 s.
+NEIGHBOUR_RECOVERY = (
+    ("ipv6.neigh.delay_first_probe_time", "1"),
+    ("ipv6.neigh.ucast_solicit", "1"),
+    ("ipv6.neigh.mcast_resolicit", "3"),
+)
+
 # The service host's end of a service link: exactly fe80::<service IPv4>, no MAC-derived
 # link-local (it would source NS that ARP cannot express, DESIGN §6), no RA/SLAAC.
 SERVICE_SYSCTLS = (
@@ -43,12 +55,14 @@ SERVICE_SYSCTLS = (
     ("ipv6.accept_ra", "0"),
     ("ipv6.autoconf", "0"),
     ("ipv6.accept_dad", "0"),
+    *NEIGHBOUR_RECOVERY,
 )
 
 NATIVE_SYSCTLS = (
     ("ipv6.accept_ra", "0"),
     ("ipv6.autoconf", "0"),
     ("ipv6.accept_dad", "0"),
+    *NEIGHBOUR_RECOVERY,
 )
 
 
@@ -64,6 +78,12 @@ def service_mac(vni: int, link: int) -> str:
     """
     v = vni.to_bytes(3, "big")
     return f"02:c7:{v[0]:02x}:{v[1]:02x}:{v[2]:02x}:{link:02x}"
+
+
+def cloud_macs(t: TenantSpec) -> tuple[bytes, ...]:
+    """The MACs a LAN's unicast may be addressed to: the tenant's service-host links."""
+    links = (SERVICE_LINK, NATIVE_LINK) if t.native_ipv6 else (SERVICE_LINK,)
+    return tuple(bytes.fromhex(service_mac(t.vni, link).replace(":", "")) for link in links)
 
 
 def _vnet(t: TenantSpec) -> bool:

@@ -6,6 +6,10 @@
   native  ------------------------------------> tunnel   (as is)
 Emits leave on the port their `Side` names (LAN = tunnel). Nothing a frame contains can
 raise out of `route`: a translator exception becomes a counted "worker-error" drop.
+With `cloud_macs`, a unicast frame from the tunnel addressed to any other MAC is dropped
+before it costs a translation ("unicast-not-for-cloud"): it is a LAN's unknown unicast
+(a bridge flooding a MAC it has not learned, a device sending to random MACs) that no
+cloud link would accept; without this a flooding LAN fills its own service link.
 `VnetFrameRouter` is the same for frames that carry a virtio_net_hdr (the worker's
 "packet-vnet" mode): IPv6 to and from the native port keeps its header as is.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +26,7 @@ from cjb.gateway.xlat import Direction, Side, XlatResult
 from cjb.gateway.xlat.gso import F_NEEDS_CSUM, NO_VNET, VnetTranslator
 
 ETHERTYPE_IPV6 = b"\x86\xdd"
+NOT_FOR_CLOUD = "unicast-not-for-cloud"
 
 
 class Port(enum.Enum):
@@ -69,10 +75,21 @@ class RouterCounters:
 
 
 class FrameRouter:
-    def __init__(self, translator: TranslatorLike, native: bool) -> None:
+    def __init__(
+        self, translator: TranslatorLike, native: bool, cloud_macs: Iterable[bytes] = ()
+    ) -> None:
+        """`cloud_macs`: the MACs of the tenant's service-host links; empty: no check."""
         self.translator = translator
         self.native = native
+        self.cloud_macs = frozenset(bytes(m) for m in cloud_macs)
         self.counters = RouterCounters()
+
+    def _not_for_cloud(self, frame: bytes | memoryview) -> bool:
+        # The I/G bit (IEEE 802, first octet's least significant bit): 0 = unicast.
+        if not self.cloud_macs or frame[0] & 1 or bytes(frame[:6]) in self.cloud_macs:
+            return False
+        self.counters.drops[NOT_FOR_CLOUD] += 1
+        return True
 
     def route(self, port: Port, frame: bytes) -> list[tuple[Port, bytes]]:
         rx = self.counters.ports[port]
@@ -80,6 +97,8 @@ class FrameRouter:
         rx.rx_bytes += len(frame)
         if port is Port.NATIVE:
             return [(Port.TUNNEL, frame)]
+        if port is Port.TUNNEL and self._not_for_cloud(frame):
+            return []
         if port is Port.TUNNEL and frame[12:14] == ETHERTYPE_IPV6:
             if self.native:
                 return [(Port.NATIVE, frame)]
@@ -112,8 +131,10 @@ VnetOut = tuple[Port, bytes | memoryview, tuple[bytes | memoryview, ...]]
 class VnetFrameRouter(FrameRouter):
     """Routes (vnet header, frame) pairs; frames may be GSO super-frames."""
 
-    def __init__(self, translator: VnetTranslator, native: bool) -> None:
-        super().__init__(translator.reference, native)
+    def __init__(
+        self, translator: VnetTranslator, native: bool, cloud_macs: Iterable[bytes] = ()
+    ) -> None:
+        super().__init__(translator.reference, native, cloud_macs)
         self.vnet = translator
 
     def route_vnet(self, port: Port, vnet: memoryview, frame: memoryview) -> list[VnetOut]:
@@ -122,6 +143,8 @@ class VnetFrameRouter(FrameRouter):
         rx.rx_bytes += len(frame)
         if port is Port.NATIVE:
             return [(Port.TUNNEL, vnet, (frame,))]
+        if port is Port.TUNNEL and self._not_for_cloud(frame):
+            return []
         if port is Port.TUNNEL and frame[12:14] == ETHERTYPE_IPV6:
             if self.native:
                 return [(Port.NATIVE, vnet, (frame,))]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from cjb.gateway.dataplane.packet_io import (
     PACKET_OUTGOING,
@@ -187,10 +187,13 @@ def open_worker(
     names: Mapping[Port, str],
     userspace_io: str,
     rx: RxBuffer | None = None,
+    cloud_macs: Iterable[bytes] = (),
 ) -> TenantWorker:
     """A worker for one tenant's ports in the given IO mode (config `userspace_io`);
     raises OSError when a port cannot be opened (no socket is left open then). `rx`: a
-    receive buffer shared with the other workers of this loop thread (default: its own)."""
+    receive buffer shared with the other workers of this loop thread (default: its own).
+    `cloud_macs`: the service-host links' MACs; unicast from the tunnel to any other MAC is
+    dropped and counted (router.py)."""
     vnet = userspace_io == "packet-vnet"
     sockets: dict[Port, socket.socket] = {}
     try:
@@ -201,5 +204,6 @@ def open_worker(
             sock.close()
         raise
     if vnet:
-        return VnetTenantWorker(VnetFrameRouter(VnetTranslator(translator), native), sockets, rx)
-    return TenantWorker(FrameRouter(translator, native), sockets, rx)
+        router = VnetFrameRouter(VnetTranslator(translator), native, cloud_macs)
+        return VnetTenantWorker(router, sockets, rx)
+    return TenantWorker(FrameRouter(translator, native, cloud_macs), sockets, rx)
