@@ -12,7 +12,8 @@ from cjb.common.netlink import apply, link_sysctl_key
 from cjb.common.netlink.fake import FakeKernel
 from cjb.gateway.dataplane.config import ConfigFileError, load
 from cjb.gateway.dataplane.directory import directory
-from cjb.gateway.dataplane.kernel_spec import cloud_macs, gateway_spec
+from cjb.gateway.dataplane.kernel_spec import gateway_spec
+from cjb.gateway.dataplane.lan_guard import LanGuard, cloud_macs, lan_guard
 from cjb.gateway.dataplane.router import FrameRouter, Port
 from cjb.gateway.dataplane.vni_binding import binding_table
 from cjb.gateway.xlat import Direction, DropReason, Emit, Side, XlatResult
@@ -218,7 +219,7 @@ def test_router_drops_unicast_from_the_tunnel_that_no_cloud_link_owns() -> None:
     """A LAN's unknown unicast (random destination MACs) never reaches the translator; group
     frames and unicast to a cloud MAC do; frames from the service side are not checked."""
     xl = _FakeTranslator()
-    router = FrameRouter(xl, native=True, cloud_macs=[CLOUD])
+    router = FrameRouter(xl, native=True, guard=LanGuard(frozenset({CLOUD})))
     stranger = b"\x02\x11\x22\x33\x44\x55" + IPV4[6:]
     assert router.route(Port.TUNNEL, stranger) == []
     assert router.route(Port.TUNNEL, b"\x02\x11\x22\x33\x44\x56" + IPV6[6:]) == []
@@ -234,10 +235,32 @@ def test_router_drops_unicast_from_the_tunnel_that_no_cloud_link_owns() -> None:
     assert router.counters.ports[Port.TUNNEL].rx_frames == 5  # received, then dropped
 
 
-def test_router_without_cloud_macs_checks_nothing() -> None:
+def test_router_without_a_guard_checks_nothing() -> None:
     router = FrameRouter(_FakeTranslator(), native=False)
     stranger = b"\x02\x11\x22\x33\x44\x55" + IPV4[6:]
     assert router.route(Port.TUNNEL, stranger) == [(Port.SERVICE, b"X" + stranger)]
+    assert router.route(Port.TUNNEL, _arp(b"\xc0\xa8\x00\x64", b"\xc0\xa8\x00\x64")) != []
+
+
+def _arp(sender_ip: bytes, target_ip: bytes, op: int = 1) -> bytes:
+    """An ARP frame (RFC 826) from a LAN MAC, broadcast."""
+    mac = b"\x02\xcb\x00\x00\x00\x01"
+    arp = b"\x00\x01\x08\x00\x06\x04" + op.to_bytes(2, "big") + mac + sender_ip
+    return b"\xff" * 6 + mac + b"\x08\x06" + arp + bytes(6) + target_ip
+
+
+def test_router_drops_arp_claiming_the_service_address() -> None:
+    """A LAN device announcing or answering for the service address conflicts with the
+    cloud (RFC 5227 §2.4) or spoofs it: dropped, counted; probes and requests pass."""
+    xl = _FakeTranslator()
+    svc, client = b"\xc0\xa8\x00\x64", b"\xc0\xa8\x00\x0a"
+    router = FrameRouter(xl, native=False, guard=LanGuard(frozenset({CLOUD}), svc))
+    assert router.route(Port.TUNNEL, _arp(svc, svc)) == []  # gratuitous (announcement)
+    assert router.route(Port.TUNNEL, _arp(svc, client, op=2)) == []  # reply for it
+    assert router.counters.drops["arp-claims-service-address"] == 2
+    probe, request = _arp(bytes(4), svc), _arp(client, svc)  # RFC 5227 probe; who-has .100
+    assert router.route(Port.TUNNEL, probe) == [(Port.SERVICE, b"X" + probe)]
+    assert router.route(Port.TUNNEL, request) == [(Port.SERVICE, b"X" + request)]
 
 
 def test_cloud_macs_are_the_service_host_links(tmp_path: Path) -> None:
@@ -252,6 +275,7 @@ def test_cloud_macs_are_the_service_host_links(tmp_path: Path) -> None:
         made = {links[name].mac for name in (t.service_ifname, t.native_ifname) if name in links}
         assert {m.hex(":") for m in cloud_macs(t)} == made
     assert [len(cloud_macs(t)) for t in cfg.tenants] == [2, 1]  # globex has no native link
+    assert lan_guard(cfg.tenants[0]).service_ipv4 == b"\xc0\xa8\x00\x64"
 
 
 def test_neighbour_sysctls_of_a_link_live_under_neigh() -> None:

@@ -15,6 +15,7 @@ from cjb.common.netlink.fake import FakeKernel
 from cjb.gateway.dataplane.config import ConfigFileError, load
 from cjb.gateway.dataplane.io_mode import ModeSwitchTimeout, set_userspace_io
 from cjb.gateway.dataplane.kernel_spec import gateway_spec
+from cjb.gateway.dataplane.lan_guard import LanGuard
 from cjb.gateway.dataplane.router import Port, VnetFrameRouter
 from cjb.gateway.dataplane.status import render
 from cjb.gateway.xlat import Direction, Translator, XlatConfig
@@ -153,7 +154,8 @@ def test_status_table_shows_the_io_mode_and_super_frames() -> None:
 
 def test_vnet_router_drops_unicast_no_cloud_link_owns() -> None:
     cloud = MACS[:6]
-    router = VnetFrameRouter(VnetTranslator(Translator(XlatConfig())), False, [cloud])
+    guard = LanGuard(frozenset({cloud}))
+    router = VnetFrameRouter(VnetTranslator(Translator(XlatConfig())), False, guard)
     stranger = memoryview(b"\x02\x11\x22\x33\x44\x55" + MACS[6:] + b"\x08\x00" + bytes(46))
     assert router.route_vnet(Port.TUNNEL, memoryview(NO_VNET), stranger) == []
     assert router.counters.drops["unicast-not-for-cloud"] == 1

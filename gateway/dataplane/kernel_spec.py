@@ -80,12 +80,6 @@ def service_mac(vni: int, link: int) -> str:
     return f"02:c7:{v[0]:02x}:{v[1]:02x}:{v[2]:02x}:{link:02x}"
 
 
-def cloud_macs(t: TenantSpec) -> tuple[bytes, ...]:
-    """The MACs a LAN's unicast may be addressed to: the tenant's service-host links."""
-    links = (SERVICE_LINK, NATIVE_LINK) if t.native_ipv6 else (SERVICE_LINK,)
-    return tuple(bytes.fromhex(service_mac(t.vni, link).replace(":", "")) for link in links)
-
-
 def _vnet(t: TenantSpec) -> bool:
     """Offloads off for the one-frame-per-syscall worker; on (GRO/TSO super-frames) for
     its PACKET_VNET_HDR mode, on both ends of each link (issue 7)."""

@@ -6,10 +6,9 @@
   native  ------------------------------------> tunnel   (as is)
 Emits leave on the port their `Side` names (LAN = tunnel). Nothing a frame contains can
 raise out of `route`: a translator exception becomes a counted "worker-error" drop.
-With `cloud_macs`, a unicast frame from the tunnel addressed to any other MAC is dropped
-before it costs a translation ("unicast-not-for-cloud"): it is a LAN's unknown unicast
-(a bridge flooding a MAC it has not learned, a device sending to random MACs) that no
-cloud link would accept; without this a flooding LAN fills its own service link.
+With a `LanGuard`, frames from the tunnel that are never for the cloud (unknown unicast,
+ARP claiming the service address: lan_guard.py) are dropped before the translator, counted
+by the guard's reason.
 `VnetFrameRouter` is the same for frames that carry a virtio_net_hdr (the worker's
 "packet-vnet" mode): IPv6 to and from the native port keeps its header as is.
 """
@@ -18,15 +17,14 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cjb.gateway.dataplane.lan_guard import LanGuard
 from cjb.gateway.xlat import Direction, Side, XlatResult
 from cjb.gateway.xlat.gso import F_NEEDS_CSUM, NO_VNET, VnetTranslator
 
 ETHERTYPE_IPV6 = b"\x86\xdd"
-NOT_FOR_CLOUD = "unicast-not-for-cloud"
 
 
 class Port(enum.Enum):
@@ -76,19 +74,19 @@ class RouterCounters:
 
 class FrameRouter:
     def __init__(
-        self, translator: TranslatorLike, native: bool, cloud_macs: Iterable[bytes] = ()
+        self, translator: TranslatorLike, native: bool, guard: LanGuard | None = None
     ) -> None:
-        """`cloud_macs`: the MACs of the tenant's service-host links; empty: no check."""
         self.translator = translator
         self.native = native
-        self.cloud_macs = frozenset(bytes(m) for m in cloud_macs)
+        self.guard = guard
         self.counters = RouterCounters()
 
-    def _not_for_cloud(self, frame: bytes | memoryview) -> bool:
-        # The I/G bit (IEEE 802, first octet's least significant bit): 0 = unicast.
-        if not self.cloud_macs or frame[0] & 1 or bytes(frame[:6]) in self.cloud_macs:
+    def _guarded(self, frame: bytes | memoryview) -> bool:
+        """True (and counted) when the guard drops this frame from the tunnel."""
+        reason = self.guard.check(frame) if self.guard is not None else None
+        if reason is None:
             return False
-        self.counters.drops[NOT_FOR_CLOUD] += 1
+        self.counters.drops[reason] += 1
         return True
 
     def route(self, port: Port, frame: bytes) -> list[tuple[Port, bytes]]:
@@ -97,7 +95,7 @@ class FrameRouter:
         rx.rx_bytes += len(frame)
         if port is Port.NATIVE:
             return [(Port.TUNNEL, frame)]
-        if port is Port.TUNNEL and self._not_for_cloud(frame):
+        if port is Port.TUNNEL and self._guarded(frame):
             return []
         if port is Port.TUNNEL and frame[12:14] == ETHERTYPE_IPV6:
             if self.native:
@@ -132,9 +130,9 @@ class VnetFrameRouter(FrameRouter):
     """Routes (vnet header, frame) pairs; frames may be GSO super-frames."""
 
     def __init__(
-        self, translator: VnetTranslator, native: bool, cloud_macs: Iterable[bytes] = ()
+        self, translator: VnetTranslator, native: bool, guard: LanGuard | None = None
     ) -> None:
-        super().__init__(translator.reference, native, cloud_macs)
+        super().__init__(translator.reference, native, guard)
         self.vnet = translator
 
     def route_vnet(self, port: Port, vnet: memoryview, frame: memoryview) -> list[VnetOut]:
@@ -143,7 +141,7 @@ class VnetFrameRouter(FrameRouter):
         rx.rx_bytes += len(frame)
         if port is Port.NATIVE:
             return [(Port.TUNNEL, vnet, (frame,))]
-        if port is Port.TUNNEL and self._not_for_cloud(frame):
+        if port is Port.TUNNEL and self._guarded(frame):
             return []
         if port is Port.TUNNEL and frame[12:14] == ETHERTYPE_IPV6:
             if self.native:

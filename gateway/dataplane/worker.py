@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
+from cjb.gateway.dataplane.lan_guard import LanGuard
 from cjb.gateway.dataplane.packet_io import (
     PACKET_OUTGOING,
     RX_BUFFER,
@@ -187,13 +188,13 @@ def open_worker(
     names: Mapping[Port, str],
     userspace_io: str,
     rx: RxBuffer | None = None,
-    cloud_macs: Iterable[bytes] = (),
+    guard: LanGuard | None = None,
 ) -> TenantWorker:
     """A worker for one tenant's ports in the given IO mode (config `userspace_io`);
     raises OSError when a port cannot be opened (no socket is left open then). `rx`: a
     receive buffer shared with the other workers of this loop thread (default: its own).
-    `cloud_macs`: the service-host links' MACs; unicast from the tunnel to any other MAC is
-    dropped and counted (router.py)."""
+    `guard`: what from the tunnel is dropped (counted) before the translator
+    (lan_guard.py)."""
     vnet = userspace_io == "packet-vnet"
     sockets: dict[Port, socket.socket] = {}
     try:
@@ -204,6 +205,6 @@ def open_worker(
             sock.close()
         raise
     if vnet:
-        router = VnetFrameRouter(VnetTranslator(translator), native, cloud_macs)
+        router = VnetFrameRouter(VnetTranslator(translator), native, guard)
         return VnetTenantWorker(router, sockets, rx)
-    return TenantWorker(FrameRouter(translator, native, cloud_macs), sockets, rx)
+    return TenantWorker(FrameRouter(translator, native, guard), sockets, rx)

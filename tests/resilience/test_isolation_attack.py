@@ -4,7 +4,7 @@ have the same addresses AND the same MAC (`--same-mac`); tenant 1 is hostile:
 * MAC flooding: 30,000 frames with random source MACs (broadcast, multicast and unknown
   unicast) from site1's LAN, as a broken device or a switching loop sends them;
 * ARP and NDP spoofing for the service address (192.168.0.100 / fe80::c0a8:64), and ARP
-  spoofing of the client's own address (192.168.0.10 at a MAC nobody has), from site1;
+  spoofing of the client's own address (192.168.0.10 at the attacker's MAC), from site1;
 * forged VNIs: appliance1 sends VXLAN (RFC 7348) carrying every other tenant's VNI to the
   gateway from its own underlay address.
 
@@ -12,11 +12,12 @@ Every attack frame carries tenant 1's nonce. Captured with AF_PACKET on every se
 native link and on every other site's LAN (a capture that lost frames proves nothing, so
 its kernel drops must be 0): zero frames with tenant 1's nonce anywhere but tenant 1's own
 links, and none of the flood's unknown unicast even there (the gateway drops unicast no
-cloud link owns, counted); the nftables VNI binding counts the forged VNIs; every other
-tenant reaches its own service right after the attack; site1 itself is served again within
-10 s of the attack's end (its unicast delivered, then a page with one `curl`), and the
-gateway's status, `cjb gateway status` and /metrics show what it dropped, per reason.
-CI runs 3 tenants, CJB_LONG=1 the full 8; the flood is 30,000 frames in both.
+cloud link owns and ARP claiming the service address, counted); the nftables VNI binding
+counts the forged VNIs; every other tenant reaches its own service right after the attack;
+site1 itself is served again within 10 s of the attack's end (its unicast delivered, then a
+page with one `curl`), and the gateway's status, `cjb gateway status` and /metrics show
+what it dropped, per reason. CI runs 3 tenants, CJB_LONG=1 the full 8; the flood is
+30,000 frames in both.
 (Spoofed overlay sources need WireGuard: tests/resilience/test_lab_faults.py.)
 """
 
@@ -205,6 +206,7 @@ def test_isolation_under_attack(attack_lab: LabState, report: Report) -> None:
             send_frames(site, "eth0", flood[i : i + 500])
             time.sleep(0.05)  # paced: the capture buffers must not overflow either
             drain()
+        time.sleep(0.5)  # the group limit the flood emptied refills: every spoof arrives
         send_frames(site, "eth0", spoof)
         run = labkit.python_in(
             attack_lab.namespaces[f"appliance{ATTACKER}"],
@@ -303,6 +305,9 @@ def test_isolation_under_attack(attack_lab: LabState, report: Report) -> None:
     # Visibility: an operator tells a flooding site from a broken one by what was dropped.
     assert moved.get("unicast-not-for-cloud", 0) >= unknown_unicast // 2, moved
     assert moved.get("group-limited", 0) > 0, moved
+    service_ip = bytes([192, 168, 0, 100])
+    claims = sum(1 for f in spoof if f[12:14] == b"\x08\x06" and f[28:32] == service_ip)
+    assert moved.get("arp-claims-service-address", 0) == claims, moved
     shown = labkit.run_in(
         service, cli_argv("gateway", "status", "--config", str(attack_lab.run_dir / "gateway.json"))
     )
@@ -310,6 +315,7 @@ def test_isolation_under_attack(attack_lab: LabState, report: Report) -> None:
     block = shown.stdout.split(f"tenant {tenant_name(ATTACKER)} ")[1].split("\ntenant ")[0]
     assert f"unicast-not-for-cloud {counted['unicast-not-for-cloud']}" in block, block
     assert f"over the limit {counted['group-limited']}" in block, block
+    assert f"arp-claims-service-address {counted['arp-claims-service-address']}" in block, block
     metrics = generate_latest(_Registry(attack_lab)).decode()
     labels = {"tenant": tenant_name(ATTACKER)}
     assert (
