@@ -25,7 +25,6 @@ from cjb.gateway.dataplane.kernel_spec import NATIVE_LINK, SERVICE_LINK, service
 
 NOT_FOR_CLOUD = "unicast-not-for-cloud"
 CLAIMS_SERVICE = "arp-claims-service-address"
-_ETHERTYPE_ARP = b"\x08\x06"
 _ARP_SENDER_IP = slice(28, 32)  # Ethernet (14) + htype, ptype, hlen, plen, oper, sha (14)
 
 
@@ -40,8 +39,9 @@ class LanGuard:
         if not frame[0] & 1 and self.cloud_macs and bytes(frame[:6]) not in self.cloud_macs:
             return NOT_FOR_CLOUD
         if (
-            self.service_ipv4
-            and bytes(frame[12:14]) == _ETHERTYPE_ARP
+            frame[12] == 0x08
+            and frame[13] == 0x06  # ARP
+            and self.service_ipv4
             and bytes(frame[_ARP_SENDER_IP]) == self.service_ipv4
         ):
             return CLAIMS_SERVICE
