@@ -233,6 +233,8 @@ def test_router_drops_unicast_from_the_tunnel_that_no_cloud_link_owns() -> None:
     assert router.route(Port.SERVICE, stranger) == [(Port.TUNNEL, b"X" + stranger)]
     assert [f for f, _ in xl.seen] == [to_cloud, broadcast, multicast, stranger]
     assert router.counters.ports[Port.TUNNEL].rx_frames == 5  # received, then dropped
+    for short in (b"", b"\x02", stranger[:13]):  # never an exception: the translator counts it
+        assert router.route(Port.TUNNEL, short) == [(Port.SERVICE, b"X" + short)]
 
 
 def test_router_without_a_guard_checks_nothing() -> None:

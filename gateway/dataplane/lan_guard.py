@@ -35,6 +35,8 @@ class LanGuard:
 
     def check(self, frame: bytes | memoryview) -> str | None:
         """The drop reason for a frame from the tunnel, or None to pass it on."""
+        if len(frame) < 14:
+            return None  # no Ethernet header: the translator names it (truncated)
         # The I/G bit (IEEE 802, first octet's least significant bit): 0 = unicast.
         if not frame[0] & 1 and self.cloud_macs and bytes(frame[:6]) not in self.cloud_macs:
             return NOT_FOR_CLOUD
