@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from cjb.common.netlink import netns
+from cjb.gateway.dataplane.packet_io import kernel_drops
 from cjb.lab import procs
 from cjb.lab.control import down, lab_namespaces, up
 from cjb.lab.state import LabState
@@ -100,10 +101,14 @@ def fresh_status(state: LabState) -> dict[str, Any]:
 
 
 class Capture:
-    """AF_PACKET sockets on links of one namespace; collects every frame received."""
+    """AF_PACKET sockets on links of one namespace; collects every frame received.
+
+    `lost[link]`: frames the kernel dropped because the socket's queue was full (read at
+    each drain): a capture with losses cannot prove that a frame never arrived."""
 
     def __init__(self, ns: str, ifnames: list[str]) -> None:
         self.socks: dict[str, socket.socket] = {}
+        self.lost: dict[str, int] = dict.fromkeys(ifnames, 0)
         with netns(ns):
             for name in ifnames:
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -122,6 +127,7 @@ class Capture:
                     break
                 if addr[2] != PACKET_OUTGOING:
                     out[name].append(frame)
+            self.lost[name] += kernel_drops(s)
         return out
 
     def close(self) -> None:

@@ -291,6 +291,27 @@ def test_kernel_mode_translates_each_frame_exactly_once(bed: Bed) -> None:
     assert "kernel fast path: to service 200 frames" in text, text
 
 
+def test_kernel_mode_leaves_unicast_no_cloud_link_owns_to_the_lan_guard(bed: Bed) -> None:
+    """A LAN's unknown unicast (to a MAC that is not the service link's) is not translated
+    by the tc program: the worker's LAN guard drops it and counts it, as in userspace."""
+    stranger = b"\x02\x11\x22\x33\x44\x55"
+    before = dict((_tenant(bed).get("router") or {}).get("drops") or {})  # type: ignore[union-attr]
+    slow = _fast(bed).get("slow_path_tunnel", 0)
+    recv_all(bed.svc, 0.1)
+    for seq in range(50):
+        bed.app.send(stranger + v4_frame(seq)[6:])
+    bed.app.send(v4_frame(50))  # the control, to the service link's MAC
+    ours = _ours(recv_all(bed.svc), b"\x86\xdd")
+    assert [f[58:62] for f in ours] == [(50).to_bytes(4, "big")], "only the control crosses"
+
+    def counted() -> bool:
+        drops = (_tenant(bed).get("router") or {}).get("drops") or {}  # type: ignore[union-attr]
+        return drops.get("unicast-not-for-cloud", 0) - before.get("unicast-not-for-cloud", 0) >= 50  # type: ignore[union-attr]
+
+    _wait(counted, "the worker's unicast-not-for-cloud drops")
+    assert _fast(bed).get("slow_path_tunnel", 0) - slow == 50
+
+
 def test_switching_to_userspace_detaches_and_the_worker_takes_over(bed: Bed) -> None:
     _write(bed.config, _config(bed.prefix, bed.status.parent, "userspace"))
     with RealKernel() as kernel:

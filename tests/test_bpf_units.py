@@ -151,7 +151,10 @@ def test_manager_loads_attaches_filters_activates_and_closes(tmp_path: Path) -> 
     m.filter_sockets("acme", {"tunnel": "sock-t", "service": "sock-s"})
     assert loaded[0].filtered == [("sock-t", "tunnel"), ("sock-s", "service")]
     m.activate(tenants)
-    assert loaded[0].configured == [FastPathConfig(11, 12, 13, 1500, 1520)]
+    # With the service-host links' MACs (service_mac(vni 7, link 1 and 2)): unicast from
+    # the tunnel to any other MAC goes to the slow path's LAN guard.
+    macs = (bytes.fromhex("02c700000701"), bytes.fromhex("02c700000702"))
+    assert loaded[0].configured == [FastPathConfig(11, 12, 13, 1500, 1520, macs)]
     assert m.attachments(tenants) == tc and len(loaded) == 1  # kept, not reloaded
     status = m.status("acme")
     assert status is not None and status["errors"] == COUNTER_NAMES.index("errors")
@@ -202,8 +205,11 @@ def test_a_missing_object_says_how_to_build_it(tmp_path: Path) -> None:
 
 def test_config_map_layout_matches_struct_cjb_cfg() -> None:
     packed = FastPathConfig(1, 2, 3, 1500, 1520).pack()
-    assert len(packed) == 24  # six __u32 in struct cjb_cfg
-    assert packed[-4:] == (1).to_bytes(4, sys.byteorder)  # `enabled` last, host byte order
+    assert len(packed) == 36  # six __u32 and two MACs in struct cjb_cfg
+    assert packed[20:24] == (1).to_bytes(4, sys.byteorder)  # `enabled`, host byte order
+    assert packed[24:] == bytes(12)  # no cloud MACs: no check
+    one = FastPathConfig(1, 2, 3, 1500, 1520, (b"\x02\xc7\x00\x00\x07\x01",)).pack()
+    assert one[24:] == b"\x02\xc7\x00\x00\x07\x01" * 2  # the unused slot repeats it
 
 
 def test_a_worker_without_filters_keeps_the_fast_path_disabled(tmp_path: Path) -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cjb.common.netlink import apply
+from cjb.common.netlink import apply, link_sysctl_key
 from cjb.common.netlink.fake import FakeKernel
 from cjb.gateway.dataplane.config import ConfigFileError, load
 from cjb.gateway.dataplane.directory import directory
 from cjb.gateway.dataplane.kernel_spec import gateway_spec
+from cjb.gateway.dataplane.lan_guard import LanGuard, cloud_macs, lan_guard
 from cjb.gateway.dataplane.router import FrameRouter, Port
 from cjb.gateway.dataplane.vni_binding import binding_table
 from cjb.gateway.xlat import Direction, DropReason, Emit, Side, XlatResult
@@ -93,6 +94,15 @@ netns svc
   sysctl net/ipv6/conf/n-acme/accept_dad=0
   sysctl net/ipv6/conf/n-acme/accept_ra=0
   sysctl net/ipv6/conf/n-acme/autoconf=0
+  sysctl net/ipv6/neigh/acme/delay_first_probe_time=1
+  sysctl net/ipv6/neigh/acme/mcast_resolicit=3
+  sysctl net/ipv6/neigh/acme/ucast_solicit=1
+  sysctl net/ipv6/neigh/globex/delay_first_probe_time=1
+  sysctl net/ipv6/neigh/globex/mcast_resolicit=3
+  sysctl net/ipv6/neigh/globex/ucast_solicit=1
+  sysctl net/ipv6/neigh/n-acme/delay_first_probe_time=1
+  sysctl net/ipv6/neigh/n-acme/mcast_resolicit=3
+  sysctl net/ipv6/neigh/n-acme/ucast_solicit=1
   link acme kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:07:01
     addr fe80::c0a8:64/64
   link globex kind=veth mtu=1520 master=- up alias=cjb:gw mac=02:c7:00:00:08:01
@@ -269,3 +279,79 @@ def test_vni_binding_counters_survive_a_table_replacement(tmp_path: Path) -> Non
     script = binding_table(cfg, {"spoof_acme": (5, 500)}).script()
     assert "counter spoof_acme { packets 5 bytes 500 }" in script
     assert "counter ok_acme { packets 0 bytes 0 }" in script
+
+
+CLOUD = bytes.fromhex("02c700000701")
+
+
+def test_router_drops_unicast_from_the_tunnel_that_no_cloud_link_owns() -> None:
+    """A LAN's unknown unicast (random destination MACs) never reaches the translator; group
+    frames and unicast to a cloud MAC do; frames from the service side are not checked."""
+    xl = _FakeTranslator()
+    router = FrameRouter(xl, native=True, guard=LanGuard(frozenset({CLOUD})))
+    stranger = b"\x02\x11\x22\x33\x44\x55" + IPV4[6:]
+    assert router.route(Port.TUNNEL, stranger) == []
+    assert router.route(Port.TUNNEL, b"\x02\x11\x22\x33\x44\x56" + IPV6[6:]) == []
+    assert router.counters.drops["unicast-not-for-cloud"] == 2
+    to_cloud = CLOUD + IPV4[6:]
+    assert router.route(Port.TUNNEL, to_cloud) == [(Port.SERVICE, b"X" + to_cloud)]
+    broadcast = b"\xff" * 6 + IPV4[6:]
+    multicast = b"\x01\x00\x5e\x00\x00\xfb" + IPV4[6:]
+    assert router.route(Port.TUNNEL, broadcast) == [(Port.SERVICE, b"X" + broadcast)]
+    assert router.route(Port.TUNNEL, multicast) == [(Port.SERVICE, b"X" + multicast)]
+    assert router.route(Port.SERVICE, stranger) == [(Port.TUNNEL, b"X" + stranger)]
+    assert [f for f, _ in xl.seen] == [to_cloud, broadcast, multicast, stranger]
+    assert router.counters.ports[Port.TUNNEL].rx_frames == 5  # received, then dropped
+    for short in (b"", b"\x02", stranger[:13]):  # never an exception: the translator counts it
+        assert router.route(Port.TUNNEL, short) == [(Port.SERVICE, b"X" + short)]
+
+
+def test_router_without_a_guard_checks_nothing() -> None:
+    router = FrameRouter(_FakeTranslator(), native=False)
+    stranger = b"\x02\x11\x22\x33\x44\x55" + IPV4[6:]
+    assert router.route(Port.TUNNEL, stranger) == [(Port.SERVICE, b"X" + stranger)]
+    assert router.route(Port.TUNNEL, _arp(b"\xc0\xa8\x00\x64", b"\xc0\xa8\x00\x64")) != []
+
+
+def _arp(sender_ip: bytes, target_ip: bytes, op: int = 1) -> bytes:
+    """An ARP frame (RFC 826) from a LAN MAC, broadcast."""
+    mac = b"\x02\xcb\x00\x00\x00\x01"
+    arp = b"\x00\x01\x08\x00\x06\x04" + op.to_bytes(2, "big") + mac + sender_ip
+    return b"\xff" * 6 + mac + b"\x08\x06" + arp + bytes(6) + target_ip
+
+
+def test_router_drops_arp_claiming_the_service_address() -> None:
+    """A LAN device announcing or answering for the service address conflicts with the
+    cloud (RFC 5227 §2.4) or spoofs it: dropped, counted; probes and requests pass."""
+    xl = _FakeTranslator()
+    svc, client = b"\xc0\xa8\x00\x64", b"\xc0\xa8\x00\x0a"
+    router = FrameRouter(xl, native=False, guard=LanGuard(frozenset({CLOUD}), svc))
+    assert router.route(Port.TUNNEL, _arp(svc, svc)) == []  # gratuitous (announcement)
+    assert router.route(Port.TUNNEL, _arp(svc, client, op=2)) == []  # reply for it
+    assert router.counters.drops["arp-claims-service-address"] == 2
+    probe, request = _arp(bytes(4), svc), _arp(client, svc)  # RFC 5227 probe; who-has .100
+    assert router.route(Port.TUNNEL, probe) == [(Port.SERVICE, b"X" + probe)]
+    assert router.route(Port.TUNNEL, request) == [(Port.SERVICE, b"X" + request)]
+
+
+def test_cloud_macs_are_the_service_host_links(tmp_path: Path) -> None:
+    """The worker's cloud MACs are exactly the MACs the gateway gives the service-host ends
+    (so nothing a LAN legitimately sends to the cloud is dropped)."""
+    cfg = load(_write(tmp_path, CONFIG))
+    kernel = FakeKernel()
+    kernel.add_namespace("svc")
+    apply(kernel, gateway_spec(cfg))
+    for t in cfg.tenants:
+        links = kernel.links("svc")
+        made = {links[name].mac for name in (t.service_ifname, t.native_ifname) if name in links}
+        assert {m.hex(":") for m in cloud_macs(t)} == made
+    assert [len(cloud_macs(t)) for t in cfg.tenants] == [2, 1]  # globex has no native link
+    assert lan_guard(cfg.tenants[0]).service_ipv4 == b"\xc0\xa8\x00\x64"
+
+
+def test_neighbour_sysctls_of_a_link_live_under_neigh() -> None:
+    assert link_sysctl_key("tenant1", "ipv6.accept_dad") == "net/ipv6/conf/tenant1/accept_dad"
+    assert (
+        link_sysctl_key("tenant1", "ipv6.neigh.mcast_resolicit")
+        == "net/ipv6/neigh/tenant1/mcast_resolicit"
+    )

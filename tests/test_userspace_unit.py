@@ -15,6 +15,7 @@ from cjb.common.netlink.fake import FakeKernel
 from cjb.gateway.dataplane.config import ConfigFileError, load
 from cjb.gateway.dataplane.io_mode import ModeSwitchTimeout, set_userspace_io
 from cjb.gateway.dataplane.kernel_spec import gateway_spec
+from cjb.gateway.dataplane.lan_guard import LanGuard
 from cjb.gateway.dataplane.router import Port, VnetFrameRouter
 from cjb.gateway.dataplane.status import render
 from cjb.gateway.xlat import Direction, Translator, XlatConfig
@@ -149,3 +150,16 @@ def test_status_table_shows_the_io_mode_and_super_frames() -> None:
     assert "userspace io: packet-vnet, to-service 3 super-frames (90 segments)" in text
     assert "to-lan 1 super-frames (0 segments)" in text
     assert "  userspace io: packet\n" in text
+
+
+def test_vnet_router_drops_unicast_no_cloud_link_owns() -> None:
+    cloud = MACS[:6]
+    guard = LanGuard(frozenset({cloud}))
+    router = VnetFrameRouter(VnetTranslator(Translator(XlatConfig())), False, guard)
+    stranger = memoryview(b"\x02\x11\x22\x33\x44\x55" + MACS[6:] + b"\x08\x00" + bytes(46))
+    assert router.route_vnet(Port.TUNNEL, memoryview(NO_VNET), stranger) == []
+    assert router.counters.drops["unicast-not-for-cloud"] == 1
+    to_cloud = memoryview(MACS + b"\x08\x00" + bytes(46))  # reaches the translator
+    assert router.route_vnet(Port.TUNNEL, memoryview(NO_VNET), to_cloud) == []
+    assert router.counters.drops["unicast-not-for-cloud"] == 1
+    assert router.counters.drops["malformed"] == 1

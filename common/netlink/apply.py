@@ -34,8 +34,12 @@ _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 
 
 def link_sysctl_key(link: str, key: str) -> str:
-    """ "ipv6.accept_ra" on eth0 -> "net/ipv6/conf/eth0/accept_ra"."""
+    """ "ipv6.accept_ra" on eth0 -> "net/ipv6/conf/eth0/accept_ra"; the neighbour table's
+    "ipv6.neigh.ucast_solicit" -> "net/ipv6/neigh/eth0/ucast_solicit"."""
     family, _, name = key.partition(".")
+    table, _, param = name.partition(".")
+    if table == "neigh" and param:
+        return f"net/{family}/neigh/{link}/{param}"
     return f"net/{family}/conf/{link}/{name}"
 
 

@@ -66,8 +66,9 @@ class FakeKernel:
             space.addresses.pop(name, None)
             space.offloads_off.discard(name)
             space.tc_ingress.pop(name, None)
-            # The kernel drops a link's conf/<link>/ sysctls with the link.
-            for key in [k for k in space.sysctls if f"/conf/{name}/" in k]:
+            # The kernel drops a link's conf/<link>/ and neigh/<link>/ sysctls with the link.
+            gone = (f"/conf/{name}/", f"/neigh/{name}/")
+            for key in [k for k in space.sysctls if any(g in k for g in gone)]:
                 del space.sysctls[key]
         self._pairs.pop((ns, name), None)
 

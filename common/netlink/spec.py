@@ -103,7 +103,8 @@ class Link:
     up: bool = True
     mac: str | None = None
     addresses: tuple[Interface, ...] = ()
-    # Per-link sysctls, "ipv6.accept_ra" -> net/ipv6/conf/<link>/accept_ra. Applied before
+    # Per-link sysctls, "ipv6.accept_ra" -> net/ipv6/conf/<link>/accept_ra,
+    # "ipv6.neigh.ucast_solicit" -> net/ipv6/neigh/<link>/ucast_solicit. Applied before
     # the link goes up, so e.g. addr_gen_mode/disable_ipv6 take effect before any packet.
     sysctls: tuple[tuple[str, str], ...] = ()
     # Turn off tx checksum offload, TSO, GSO and GRO: frames read with AF_PACKET must be

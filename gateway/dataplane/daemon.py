@@ -25,6 +25,7 @@ from cjb.gateway.dataplane.desired import RegistrySource
 from cjb.gateway.dataplane.directory import write_directory, write_json_atomic
 from cjb.gateway.dataplane.drift import RESYNC_INTERVAL, LinkTable, link_table, resync_interval
 from cjb.gateway.dataplane.kernel_spec import gateway_spec
+from cjb.gateway.dataplane.lan_guard import lan_guard
 from cjb.gateway.dataplane.router import Port, VnetFrameRouter
 from cjb.gateway.dataplane.vni_binding import (
     TABLE_FAMILY,
@@ -144,7 +145,9 @@ class Gateway:
         if t.native_ipv6:
             names[Port.NATIVE] = t.native_port
         try:
-            worker = open_worker(translator, t.native_ipv6, names, t.userspace_io, self.rx)
+            worker = open_worker(
+                translator, t.native_ipv6, names, t.userspace_io, self.rx, lan_guard(t)
+            )
         except OSError as exc:
             self.errors[t.name] = f"cannot open ports {sorted(names.values())}: {exc.strerror}"
             return

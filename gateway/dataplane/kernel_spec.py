@@ -36,6 +36,18 @@ PORT_SYSCTLS = (
     ("ipv6.autoconf", "0"),
 )
 
+# The service host's neighbour cache for a LAN's clients: anything on the LAN can rewrite
+# an entry (an NS's source link-layer option, an override NA: RFC 4861 §7.2.3, §7.2.5), so
+# one spoofed ARP leaves the client's entry on a wrong MAC. With the kernel's defaults
+# (5 s DELAY, then 3 unicast probes to that MAC and no multicast re-probe) the client's
+# next connection waited 7-11 s. Probe after 1 s, once unicast, then multicast
+# (RFC 7048 §3): the real client answers and is served within about 2 s.
+NEIGHBOUR_RECOVERY = (
+    ("ipv6.neigh.delay_first_probe_time", "1"),
+    ("ipv6.neigh.ucast_solicit", "1"),
+    ("ipv6.neigh.mcast_resolicit", "3"),
+)
+
 # The service host's end of a service link: exactly fe80::<service IPv4>, no MAC-derived
 # link-local (it would source NS that ARP cannot express, DESIGN §6), no RA/SLAAC.
 SERVICE_SYSCTLS = (
@@ -43,6 +55,7 @@ SERVICE_SYSCTLS = (
     ("ipv6.accept_ra", "0"),
     ("ipv6.autoconf", "0"),
     ("ipv6.accept_dad", "0"),
+    *NEIGHBOUR_RECOVERY,
 )
 
 # The service host's end of a native link: its kernel-generated link-local address plus
@@ -53,6 +66,7 @@ NATIVE_SYSCTLS = (
     ("ipv6.accept_ra", "0"),
     ("ipv6.autoconf", "0"),
     ("ipv6.accept_dad", "0"),
+    *NEIGHBOUR_RECOVERY,
 )
 
 

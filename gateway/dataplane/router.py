@@ -8,6 +8,9 @@ Emits leave on the port their `Side` names (LAN = tunnel). Nothing a frame conta
 raise out of `route`: an exception inside the translator is its counted INTERNAL_ERROR
 drop, one around it a counted "worker-error" drop; either way `last_error` keeps the
 exception's type and message (the worker logs them, `cjb gateway status` shows them).
+With a `LanGuard`, frames from the tunnel that are never for the cloud (unknown unicast,
+ARP claiming the service address: lan_guard.py) are dropped before the translator, counted
+by the guard's reason.
 `VnetFrameRouter` is the same for frames that carry a virtio_net_hdr (the worker's
 "packet-vnet" mode): IPv6 to and from the native port keeps its header as is.
 """
@@ -19,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cjb.gateway.dataplane.lan_guard import LanGuard
 from cjb.gateway.xlat import Direction, DropReason, Side, XlatResult
 from cjb.gateway.xlat.errors import RecentErrors
 from cjb.gateway.xlat.gso import F_NEEDS_CSUM, NO_VNET, VnetTranslator
@@ -77,10 +81,21 @@ class RouterCounters:
 
 
 class FrameRouter:
-    def __init__(self, translator: TranslatorLike, native: bool) -> None:
+    def __init__(
+        self, translator: TranslatorLike, native: bool, guard: LanGuard | None = None
+    ) -> None:
         self.translator = translator
         self.native = native
+        self.guard = guard
         self.counters = RouterCounters()
+
+    def _guarded(self, frame: bytes | memoryview) -> bool:
+        """True (and counted) when the guard drops this frame from the tunnel."""
+        reason = self.guard.check(frame) if self.guard is not None else None
+        if reason is None:
+            return False
+        self.counters.drops[reason] += 1
+        return True
 
     def route(self, port: Port, frame: bytes) -> list[tuple[Port, bytes]]:
         rx = self.counters.ports[port]
@@ -88,6 +103,8 @@ class FrameRouter:
         rx.rx_bytes += len(frame)
         if port is Port.NATIVE:
             return [(Port.TUNNEL, frame)]
+        if port is Port.TUNNEL and self._guarded(frame):
+            return []
         if port is Port.TUNNEL and frame[12:14] == ETHERTYPE_IPV6:
             if self.native:
                 return [(Port.NATIVE, frame)]
@@ -128,8 +145,10 @@ VnetOut = tuple[Port, bytes | memoryview, tuple[bytes | memoryview, ...]]
 class VnetFrameRouter(FrameRouter):
     """Routes (vnet header, frame) pairs; frames may be GSO super-frames."""
 
-    def __init__(self, translator: VnetTranslator, native: bool) -> None:
-        super().__init__(translator.reference, native)
+    def __init__(
+        self, translator: VnetTranslator, native: bool, guard: LanGuard | None = None
+    ) -> None:
+        super().__init__(translator.reference, native, guard)
         self.vnet = translator
 
     def route_vnet(self, port: Port, vnet: memoryview, frame: memoryview) -> list[VnetOut]:
@@ -138,6 +157,8 @@ class VnetFrameRouter(FrameRouter):
         rx.rx_bytes += len(frame)
         if port is Port.NATIVE:
             return [(Port.TUNNEL, vnet, (frame,))]
+        if port is Port.TUNNEL and self._guarded(frame):
+            return []
         if port is Port.TUNNEL and frame[12:14] == ETHERTYPE_IPV6:
             if self.native:
                 return [(Port.NATIVE, vnet, (frame,))]

@@ -25,6 +25,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from cjb.gateway.dataplane.lan_guard import LanGuard
 from cjb.gateway.dataplane.packet_io import (
     PACKET_OUTGOING,
     RX_BUFFER,
@@ -239,10 +240,13 @@ def open_worker(
     names: Mapping[Port, str],
     userspace_io: str,
     rx: RxBuffer | None = None,
+    guard: LanGuard | None = None,
 ) -> TenantWorker:
     """A worker for one tenant's ports in the given IO mode (config `userspace_io`);
     raises OSError when a port cannot be opened (no socket is left open then). `rx`: a
-    receive buffer shared with the other workers of this loop thread (default: its own)."""
+    receive buffer shared with the other workers of this loop thread (default: its own).
+    `guard`: what from the tunnel is dropped (counted) before the translator
+    (lan_guard.py)."""
     vnet = userspace_io == "packet-vnet"
     sockets: dict[Port, socket.socket] = {}
     try:
@@ -254,7 +258,6 @@ def open_worker(
         raise
     label = f"worker on {names.get(Port.SERVICE, '?')}"  # the tenant's service link
     if vnet:
-        return VnetTenantWorker(
-            VnetFrameRouter(VnetTranslator(translator), native), sockets, rx, label
-        )
-    return TenantWorker(FrameRouter(translator, native), sockets, rx, label)
+        router = VnetFrameRouter(VnetTranslator(translator), native, guard)
+        return VnetTenantWorker(router, sockets, rx, label)
+    return TenantWorker(FrameRouter(translator, native, guard), sockets, rx, label)

@@ -22,7 +22,7 @@ from cjb.gateway.dataplane.bpf.counters import COUNTER_NAMES, FastPathCounters
 
 SOURCE = Path(__file__).with_name("xlat.bpf.c")
 SO_ATTACH_BPF = 50
-_CFG = struct.Struct("=6I")  # struct cjb_cfg
+_CFG = struct.Struct("=6I12s")  # struct cjb_cfg
 
 # Port role -> (tc ingress program, worker socket filter).
 PROGRAMS = {
@@ -83,8 +83,13 @@ class FastPathConfig:
     native_ifindex: int  # 0: no native IPv6 link
     lan_mtu: int
     service_mtu: int
+    # The service-host links' MACs (at most 2): unicast from the tunnel to any other MAC
+    # goes to the slow path, whose LAN guard drops it. Empty: no check.
+    cloud_macs: tuple[bytes, ...] = ()
 
     def pack(self, enabled: bool = True) -> bytes:
+        macs = list(self.cloud_macs[:2])
+        macs += macs[-1:] * (2 - len(macs))  # an unused slot repeats the other MAC
         return _CFG.pack(
             self.tunnel_ifindex,
             self.service_ifindex,
@@ -92,6 +97,7 @@ class FastPathConfig:
             self.lan_mtu,
             self.service_mtu,
             int(enabled),
+            b"".join(macs),
         )
 
 

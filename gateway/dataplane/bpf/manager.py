@@ -21,6 +21,7 @@ from typing import Any
 from cjb.common.netlink import TcBpf
 from cjb.gateway.dataplane.bpf.fastpath import FastPath, FastPathConfig, FastPathError
 from cjb.gateway.dataplane.config import TenantSpec
+from cjb.gateway.dataplane.lan_guard import cloud_macs
 
 KERNEL = "kernel"
 
@@ -111,6 +112,7 @@ class KernelFastPaths:
                     native_ifindex=self._ifindex(t.native_port) if t.native_ipv6 else 0,
                     lan_mtu=t.lan_mtu,
                     service_mtu=t.lan_mtu + 20,  # DESIGN §3, as the worker's XlatConfig
+                    cloud_macs=tuple(sorted(cloud_macs(t))),
                 )
             except OSError as exc:
                 self.errors[t.name] = f"kernel fast path not enabled: {exc}"

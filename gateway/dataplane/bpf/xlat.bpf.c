@@ -39,6 +39,7 @@ struct cjb_cfg {
 	__u32 lan_mtu;
 	__u32 service_mtu; /* also RFC 7915 §4.1 lowest-ipv6-mtu: one link is the whole path */
 	__u32 enabled;     /* 0: pass everything (the loader fills the config first) */
+	__u8 cloud_mac[2][6]; /* service and native link MACs; first all zero: no check */
 };
 
 /* Counter slots; cjb.gateway.dataplane.bpf.counters names them in the same order. */
@@ -437,6 +438,26 @@ static __always_inline int is_ipv6(struct __sk_buff *skb)
 	return !bpf_skb_load_bytes(skb, 12, t, 2) && t[0] == 0x86 && t[1] == 0xdd;
 }
 
+/* The worker's LAN guard (gateway/dataplane/lan_guard.py), mirrored: unicast from the
+ * tunnel to a MAC that no cloud link owns is the LAN's unknown unicast; the slow path
+ * drops and counts it ("unicast-not-for-cloud"), so it is never translated here. */
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
+	       a[5] == b[5];
+}
+
+static __always_inline int for_cloud(struct __sk_buff *skb, const struct cjb_cfg *cfg)
+{
+	static const __u8 none[6] = {};
+	__u8 d[6];
+	if (bpf_skb_load_bytes(skb, 0, d, 6))
+		return 0;
+	if ((d[0] & 1) || same_mac(cfg->cloud_mac[0], none))
+		return 1; /* broadcast/multicast (the I/G bit), or no MACs configured */
+	return same_mac(d, cfg->cloud_mac[0]) || same_mac(d, cfg->cloud_mac[1]);
+}
+
 SEC("tc")
 int cjb_tunnel_in(struct __sk_buff *skb)
 {
@@ -444,6 +465,10 @@ int cjb_tunnel_in(struct __sk_buff *skb)
 	if (!cfg)
 		return TC_ACT_OK;
 	__u32 len = skb->len;
+	if (!for_cloud(skb, cfg)) {
+		count(C_SLOW_TUNNEL, 1);
+		return TC_ACT_OK;
+	}
 	if (cfg->native_ifindex && is_ipv6(skb)) {
 		count(C_TO_NATIVE_FRAMES, 1);
 		count(C_TO_NATIVE_BYTES, len);
@@ -503,6 +528,8 @@ int cjb_tunnel_skip(struct __sk_buff *skb)
 {
 	const struct cjb_cfg *cfg = config();
 	if (!cfg)
+		return skb->len;
+	if (!for_cloud(skb, cfg))
 		return skb->len;
 	if (cfg->native_ifindex && is_ipv6(skb))
 		return 0;
