@@ -72,6 +72,15 @@ struct {
 	__type(value, __u64);
 } guard_stats SEC(".maps");
 
+/* Per bound VNI: packets carrying it from another source (the loader adds an entry per
+ * binding, so a tenant's status shows who forged its VNI). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} guard_spoofed SEC(".maps");
+
 static __always_inline int count(__u32 slot, int verdict)
 {
 	__u64 *c = bpf_map_lookup_elem(&guard_stats, &slot);
@@ -163,8 +172,12 @@ static __always_inline int guard(struct __sk_buff *skb, __u32 l3, int role)
 		return count(G_UNKNOWN_VNI, TC_ACT_SHOT);
 #pragma unroll
 	for (int i = 0; i < 16; i++)
-		if (bound->addr[i] != src.addr[i])
+		if (bound->addr[i] != src.addr[i]) {
+			__u64 *c = bpf_map_lookup_elem(&guard_spoofed, &vni);
+			if (c)
+				*c += 1;
 			return count(G_SPOOFED, TC_ACT_SHOT);
+		}
 	return count(G_BOUND, TC_ACT_OK);
 }
 

@@ -83,13 +83,20 @@ class VxlanGuard:
     def configure(self, port: int, bindings: Mapping[int, Address]) -> None:
         """VNI -> the one outer source allowed to send it; VNIs not named are dropped."""
         fd = self._obj.map_fd("guard_bind")
+        spoofed = self._obj.map_fd("guard_spoofed")
         wanted = {_KEY.pack(vni): peer_bytes(addr) for vni, addr in bindings.items()}
         try:
+            have = set(libbpf.map_keys(spoofed, _KEY.size))
+            zeros = bytes(8 * libbpf.possible_cpus())
             for key, value in wanted.items():
+                if key not in have:
+                    libbpf.map_update(spoofed, key, zeros)
                 libbpf.map_update(fd, key, value)
             for key in libbpf.map_keys(fd, _KEY.size):
                 if key not in wanted:
                     libbpf.map_delete(fd, key)
+            for key in have - set(wanted):
+                libbpf.map_delete(spoofed, key)
             libbpf.map_update(self._obj.map_fd("guard_cfg"), bytes(4), _CFG.pack(port, 1))
         except libbpf.LibbpfError as exc:
             raise GuardError(f"configuring the VXLAN guard: {exc}") from None
@@ -98,6 +105,17 @@ class VxlanGuard:
         fd = self._obj.map_fd("guard_bind")
         return {
             _KEY.unpack(key)[0]: libbpf.map_lookup(fd, key, 16)
+            for key in libbpf.map_keys(fd, _KEY.size)
+        }
+
+    def spoofed(self) -> dict[int, int]:
+        """VNI -> packets that carried it from a source other than the bound one."""
+        fd = self._obj.map_fd("guard_spoofed")
+        cpus = libbpf.possible_cpus()
+        return {
+            _KEY.unpack(key)[0]: sum(
+                struct.unpack(f"={cpus}Q", libbpf.map_lookup(fd, key, 8 * cpus))
+            )
             for key in libbpf.map_keys(fd, _KEY.size)
         }
 

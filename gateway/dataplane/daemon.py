@@ -209,6 +209,14 @@ class Gateway:
             log.warning("%s; the VNI binding depends on nftables alone", exc)
             self.errors["vxlan_guard"] = f"{exc}; the VNI binding depends on nftables alone"
 
+    def _guard_spoofed(self) -> dict[int, int]:
+        if self.guard is None:
+            return {}
+        try:
+            return self.guard.spoofed()
+        except OSError:
+            return {}
+
     def _guard_status(self) -> dict[str, object]:
         if self.guard is None:
             return {"active": False, "error": self.errors.get("vxlan_guard")}
@@ -266,6 +274,7 @@ class Gateway:
     ) -> dict[str, object]:
         wg_peers = wg_peers or {}
         tenants: dict[str, object] = {}
+        guard_spoofed = self._guard_spoofed()
         for t in self.cfg.tenants:
             entry = self.workers.get(t.name)
             ports = {"tunnel": t.tunnel_port, "service": t.service_port}
@@ -278,7 +287,7 @@ class Gateway:
                 "appliance": str(t.appliance),
                 "ports": ports,
                 "service_ifname": t.service_ifname,
-                "vni_binding": tenant_counters(nft, t.name),
+                "vni_binding": tenant_counters(nft, t.name, guard_spoofed.get(t.vni, 0)),
             }
             if t.name in wg_peers:
                 item["wireguard"] = wg_peers[t.name]

@@ -118,8 +118,16 @@ def host_counters(raw: dict[str, tuple[int, int]]) -> dict[str, int]:
     return {name: raw.get(name, (0, 0))[0] for name in (OUTSIDE_TUNNEL, INPUT_DROPPED, UNKNOWN)}
 
 
-def tenant_counters(raw: dict[str, tuple[int, int]], tenant: str) -> dict[str, int]:
+def tenant_counters(
+    raw: dict[str, tuple[int, int]], tenant: str, guard_spoofed: int = 0
+) -> dict[str, int]:
+    """`guard_spoofed`: the tc guard's count for this VNI (it drops forgeries before
+    nftables sees them); `vni_spoofed` is both layers together."""
     ok = raw.get(counter_name("ok", tenant), (0, 0))
     spoof = raw.get(counter_name("spoof", tenant), (0, 0))
     flood = raw.get(counter_name("flood", tenant), (0, 0))
-    return {"vxlan_accepted": ok[0], "vni_spoofed": spoof[0], "group_limited": flood[0]}
+    return {
+        "vxlan_accepted": ok[0],
+        "vni_spoofed": spoof[0] + guard_spoofed,
+        "group_limited": flood[0],
+    }
