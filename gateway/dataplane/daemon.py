@@ -116,6 +116,8 @@ class Gateway:
         # The VNI binding in tc (cjb.common.vxlan_guard): what `nft flush ruleset` cannot
         # remove. Without it (no libbpf or object) the nftables table is the only layer.
         self.guard: VxlanGuard | None = None
+        self._nft_last: dict[str, tuple[int, int]] = {}  # counters carried over a restore
+        self.nft_restored = 0  # times the table was found gone and put back
         self.rx = RxBuffer()  # one for every worker: they all run on this loop's thread
         self.cfg = self._load()
         self.endpoints = previous_endpoints(self.cfg.status_file)
@@ -250,10 +252,23 @@ class Gateway:
     def _nft_counters(self) -> dict[str, tuple[int, int]]:
         try:
             found: dict[str, tuple[int, int]] = counters(None, TABLE_FAMILY, TABLE_NAME)
-            return found
+        except Exception:
+            return self._restore_table()
+        self._nft_last = found
+        self.errors.pop("nftables", None)
+        return found
+
+    def _restore_table(self) -> dict[str, tuple[int, int]]:
+        """The table is gone (`nft flush ruleset`, an nftables.service reload, a delete):
+        put it back within this second. The tc guard held the VNI binding meanwhile."""
+        try:
+            apply_table(None, binding_table(self.cfg, self._nft_last))
         except Exception as exc:  # status must still be written when nft fails
             self.errors["nftables"] = str(exc)
             return {}
+        self.nft_restored += 1
+        log.warning("nftables table %s %s was gone: restored", TABLE_FAMILY, TABLE_NAME)
+        return self._nft_last
 
     def _wg_peers(self) -> dict[str, dict[str, object]]:
         if self.wg is None or self.cfg.wireguard is None:
@@ -313,6 +328,7 @@ class Gateway:
             "config": str(self.config_path),
             "unknown_vni_drops": nft.get(UNKNOWN, (0, 0))[0],
             "host_input": host_counters(nft),
+            "nft_restored": self.nft_restored,
             "vxlan_guard": self._guard_status(),
             "transport": "wireguard" if self.cfg.wireguard else "vxlan",
             "wireguard_ifname": self.cfg.wireguard.ifname if self.cfg.wireguard else None,
