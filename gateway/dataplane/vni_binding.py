@@ -3,7 +3,8 @@
 Input drops by default (counted) and admits only: loopback, replies to the host's own flows
 (ct established/related), WireGuard's port, the enrollment/device API's TCP ports, the ICMPv6
 that Neighbor Discovery and Path MTU Discovery need (RFC 4890 §4.4.1), ICMPv4
-fragmentation-needed (RFC 1191), and VXLAN. With the WireGuard transport VXLAN is accepted
+fragmentation-needed (RFC 1191), echo requests from inside WireGuard (rate-limited), and
+VXLAN. With the WireGuard transport VXLAN is accepted
 only from the WireGuard interface (an underlay packet to the VXLAN port is counted as
 `vxlan_outside_tunnel` and dropped); in the plain trusted-link mode it comes from the
 underlay. Either way it then meets the VNI binding: VNI X only from tenant X's appliance.
@@ -100,6 +101,12 @@ def input_rules(cfg: GatewayConfig) -> list[str]:
     admit = []
     if cfg.wireguard is not None:
         admit.append(f"\t\tudp dport {cfg.wireguard.listen_port} accept")
+        # An appliance pinging the gateway through its tunnel (a diagnostic inside the
+        # trust boundary); never from the underlay.
+        admit.append(
+            f'\t\tiifname "{cfg.wireguard.ifname}" icmpv6 type echo-request '
+            "limit rate 10/second accept"
+        )
     if host.tcp_ports:
         admit.append(f"\t\ttcp dport {{ {', '.join(map(str, host.tcp_ports))} }} accept")
     return [
