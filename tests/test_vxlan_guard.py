@@ -252,3 +252,31 @@ def test_wan_role_drops_all_vxlan_and_nothing_else(pair: tuple[str, str]) -> Non
         assert _received(v6) == 0
     finally:
         v6.close()
+
+
+def test_drops_show_in_metrics_and_status(tmp_path: Path) -> None:
+    import json
+
+    from cjb.gateway.dataplane.metrics import StatusFileCollector
+    from cjb.gateway.dataplane.status import render
+
+    status = {
+        "pid": 1, "updated": time.time(), "tenants": {},
+        "host_input": {"input_dropped": 4, "vxlan_outside_tunnel": 30, "unknown_vni": 0},
+        "vxlan_guard": {"active": True, "drops": {"bound": 9, "from_underlay": 30, "spoofed": 2}},
+    }  # fmt: skip
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps(status))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in StatusFileCollector(path).collect()
+        for s in metric.samples
+    }
+    assert samples[("cjb_host_input_drops_total", (("reason", "vxlan_outside_tunnel"),))] == 30
+    assert samples[("cjb_vxlan_guard_packets_total", (("verdict", "from_underlay"),))] == 30
+    assert samples[("cjb_vxlan_guard_active", ())] == 1
+    text = render(status, path)
+    assert "VXLAN from outside the tunnel: 30" in text
+    assert "VXLAN guard (tc): bound 9, dropped: from underlay 30, spoofed 2" in text
+    status["vxlan_guard"] = {"active": False, "error": "no libbpf"}
+    assert "VXLAN guard (tc): INACTIVE (no libbpf)" in render(status, path)
