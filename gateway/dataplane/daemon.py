@@ -53,6 +53,10 @@ PUBLISH_INTERVAL = 1.0
 # tenants).
 
 
+def _int(v: object) -> int:
+    return v if isinstance(v, int) else 0
+
+
 def reconcile(
     cfg: GatewayConfig,
     wg: WireGuard | None = None,
@@ -290,6 +294,9 @@ class Gateway:
         wg_peers = wg_peers or {}
         tenants: dict[str, object] = {}
         guard_spoofed = self._guard_spoofed()
+        guard = self._guard_status()
+        guard_drops = guard.get("drops") or {}
+        assert isinstance(guard_drops, dict)
         for t in self.cfg.tenants:
             entry = self.workers.get(t.name)
             ports = {"tunnel": t.tunnel_port, "service": t.service_port}
@@ -326,10 +333,11 @@ class Gateway:
             "pid": os.getpid(),
             "updated": time.time(),
             "config": str(self.config_path),
-            "unknown_vni_drops": nft.get(UNKNOWN, (0, 0))[0],
+            # Both layers: the tc guard drops unknown VNIs before nftables sees them.
+            "unknown_vni_drops": nft.get(UNKNOWN, (0, 0))[0] + _int(guard_drops.get("unknown_vni")),
             "host_input": host_counters(nft),
             "nft_restored": self.nft_restored,
-            "vxlan_guard": self._guard_status(),
+            "vxlan_guard": guard,
             "transport": "wireguard" if self.cfg.wireguard else "vxlan",
             "wireguard_ifname": self.cfg.wireguard.ifname if self.cfg.wireguard else None,
             "errors": {k: v for k, v in self.errors.items() if k not in self.workers},
