@@ -17,6 +17,8 @@ the gateway's config, switched by rewriting it; the data plane reloads it).
   frames reach tenant 1, the guard counts them as spoofed for tenant 1. Then the ruleset is
   flushed again with everything running, at the gateway and at appliance 1: the tables are
   back and pages are served within RECOVER_WITHIN.
+* The gateway's underlay input: the API's port answers the internet, another port is
+  dropped silently and counted.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from cjb.gateway.dataplane.kernel_spec import SERVICE_LINK, service_mac
 from cjb.lab.control import down, up
 from cjb.lab.demo import curl
 from cjb.lab.state import LabState
-from cjb.lab.topology import GATEWAY_UNDERLAY, tenant_name, underlay_addr
+from cjb.lab.topology import API_PORT, GATEWAY_UNDERLAY, tenant_name, underlay_addr
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -331,3 +333,33 @@ def _render(lab: LabState) -> str:
     from cjb.gateway.dataplane.status import render
 
     return render(labkit.gateway_status(lab), lab.run_dir / "gateway" / "status.json")
+
+
+PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(float(sys.argv[3]))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError:
+    print("silent")
+"""
+
+
+def test_underlay_input_admits_the_api_and_drops_the_rest(lab: LabState) -> None:
+    """From the internet: the API's port answers, any other port is dropped without an
+    answer (not refused) and counted; the appliances' tunnels keep working meanwhile."""
+    internet = lab.namespaces["internet"]
+
+    def probe(port: int) -> str:
+        run = labkit.python_in(internet, PROBE, str(GATEWAY_UNDERLAY), str(port), "1.5")
+        return run.stdout.strip()
+
+    before = labkit.fresh_status(lab)["host_input"]["input_dropped"]
+    assert probe(API_PORT) == "open"
+    assert probe(9) == "silent"  # nothing listens there: without the policy, "refused"
+    assert labkit.fresh_status(lab)["host_input"]["input_dropped"] > before
+    _wait_pages(lab, RECOVER_WITHIN)
