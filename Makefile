@@ -14,11 +14,13 @@ DEBS    := $(shell grep -v '^\#' tools/debian-packages.txt)
 
 setup: system-packages $(VENV)/.installed bpf
 
-# The kernel fast path (issue 7): built here, never committed (*.bpf.o is gitignored).
+# The kernel fast path (issue 7) and the VXLAN guard: built here, never committed
+# (*.bpf.o is gitignored).
 BPF_OBJ := gateway/dataplane/bpf/xlat.bpf.o
-bpf: $(BPF_OBJ)
+GUARD_OBJ := common/vxlan_guard/guard.bpf.o
+bpf: $(BPF_OBJ) $(GUARD_OBJ)
 
-$(BPF_OBJ): gateway/dataplane/bpf/xlat.bpf.c
+%.bpf.o: %.bpf.c
 	clang -O2 -g -target bpf -mcpu=v3 -I/usr/include/$$(uname -m)-linux-gnu -Wall -c $< -o $@
 
 system-packages:

@@ -27,6 +27,7 @@ from cjb.appliance.keys import IdentityError, device_keys, load_factory
 from cjb.appliance.lan import scaled
 from cjb.appliance.store import Store
 from cjb.appliance.tunnel import PlainVxlanBuilder, TunnelBuilder
+from cjb.appliance.wan_input import InputSpec, WanInput
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.netlink import Bridge, Existing, Link, Namespace, NetworkSpec, Vxlan, apply
 from cjb.common.netlink.real import RealKernel
@@ -133,7 +134,11 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
     spec = appliance_spec(cfg)
     repairs = 0  # applies that changed something after the first successful one
     first = True
+    t = cfg.tunnel
+    # Plain VXLAN is the trusted-link mode: VXLAN only from the configured gateway address.
+    inputs = InputSpec(t.vni, t.port, t.remote, None, (cfg.bridge,))
     with RealKernel() as kernel:
+        wan_input = WanInput(kernel) if cfg.wan_input else None
         while not stop.is_set():
             error = None
             try:
@@ -141,6 +146,9 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
             except Exception as exc:  # keep trying: the underlay may come later
                 changes, error = [], str(exc)
                 log.error("apply failed: %s", exc)
+            wan_errors = (
+                wan_input.ensure(inputs, (cfg.bridge, t.name, *cfg.lan_ports)) if wan_input else []
+            )
             if changes and not first:
                 repairs += 1
             if error is None:
@@ -164,6 +172,8 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
                     "tunnel_up": bool(tunnel and tunnel.up),
                     "tunnel_on_bridge": bool(tunnel and tunnel.master == cfg.bridge),
                     "repairs": repairs,
+                    "wan_input": wan_input.counters() if wan_input else None,
+                    "wan_input_errors": wan_errors,
                     "last_changes": changes,
                     "error": error,
                 },

@@ -68,6 +68,9 @@ class ApplianceModel(_Model):
     preferred_service_host: Annotated[int, Field(ge=1)] | None = 100  # .100, tried first
     arp_probe_scale: Annotated[float, Field(gt=0, le=10)] = 1.0  # RFC 5227 timings x this
     filter: FilterModel = FilterModel()
+    # Drop by default what reaches the appliance itself from its WAN; VXLAN only from the
+    # gateway, inside WireGuard (appliance/wan_input.py).
+    wan_input: bool = True
     discovery: bool = True  # run the Bonjour/UPnP relay (appliance/discovery) when enrolled
     http_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     backoff_base: Annotated[float, Field(gt=0)] = 1.0

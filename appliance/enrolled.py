@@ -54,6 +54,7 @@ from cjb.appliance.lifecycle import (
 from cjb.appliance.store import Store
 from cjb.appliance.tunnel import TunnelBuilder, TunnelError, TunnelRequest, TunnelStatus
 from cjb.appliance.wan_filter import TABLE_FAMILY, TABLE_NAME, FilterSpec, filter_table
+from cjb.appliance.wan_input import InputSpec, WanInput
 from cjb.common.control.protocol import (
     COUNTER_NAME,
     MAX_HEARTBEAT_COUNTERS,
@@ -121,8 +122,11 @@ class EnrolledAgent:
     _started: float = 0.0
     _http: ThreadPoolExecutor | None = None
     _inflight: Future[Result] | None = None
+    wan_input: WanInput | None = None
 
     def __post_init__(self) -> None:
+        if self.wan_input is None and self.cfg.wan_input:
+            self.wan_input = WanInput(self.kernel)
         self.enrollment = self.store.load()
         restored = None
         if self.enrollment is not None:
@@ -189,6 +193,7 @@ class EnrolledAgent:
             self._errors.append(f"tunnel: {exc}")
             self._tunnel = TunnelStatus(False, False, request.port_name, detail=str(exc))
         self._ensure_filter()
+        self._ensure_input(request)
         tunnel = self._tunnel
         self.discovery.sync(
             self.clock(),
@@ -379,6 +384,26 @@ class EnrolledAgent:
             underlay=self.cfg.wan,
         )
 
+    def _ensure_input(self, request: TunnelRequest) -> None:
+        """The WAN input policy and the VXLAN guard (wan_input.py), every tick: a flushed
+        ruleset comes back within one tick, and the guard never left."""
+        if self.wan_input is None:
+            return
+        try:
+            ifname, gateway = self.builder.vxlan_source(request)
+        except (TunnelError, OSError) as exc:
+            self._errors.append(f"wan input: {exc}")
+            return
+        spec = InputSpec(
+            vni=request.config.vni,
+            vxlan_port=request.config.vxlan_port,
+            gateway=gateway,
+            tunnel_ifname=ifname,
+            lan_ifnames=(self.cfg.bridge,),
+        )
+        exclude = (self.cfg.bridge, self.cfg.tunnel_port, *self.cfg.lan_ports)
+        self._errors += self.wan_input.ensure(spec, exclude)
+
     def _ensure_filter(self) -> None:
         if self.enrollment is None or not self.cfg.filter.enabled:
             return
@@ -416,6 +441,8 @@ class EnrolledAgent:
         out = {f"filter_{name}": packets for name, (packets, _) in self._filter_counters.items()}
         if self._tunnel is not None:
             out.update(self._tunnel.counters)
+        if self.wan_input is not None:
+            out.update(self.wan_input.counters())
         out.update(self.discovery.counters())
         out.update(self.machine.counters.as_dict())
         # The gateway refuses a heartbeat outside the wire bounds: send what fits.
@@ -462,8 +489,16 @@ class EnrolledAgent:
             "lan": self.lan.model_dump(mode="json") if self.lan else None,
             "counters": self.counters(),
             "discovery": self.discovery.note,
+            "vxlan_guard": self._guard_note(),
             "errors": self._errors,
         }
+
+    def _guard_note(self) -> str:
+        if self.wan_input is None:
+            return "off (wan_input: false)"
+        if self.wan_input.guard_error is not None:
+            return f"INACTIVE: {self.wan_input.guard_error}"
+        return "active"
 
     def write_status(self) -> None:
         path = Path(self.cfg.state_dir) / STATUS_FILE

@@ -71,6 +71,12 @@ class TunnelBuilder(Protocol):
 
     def status(self, request: TunnelRequest) -> TunnelStatus: ...
 
+    def vxlan_source(
+        self, request: TunnelRequest
+    ) -> tuple[str | None, ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """(the interface VXLAN must arrive on, None: any; the one source it may come from)."""
+        ...
+
     def remove(self) -> list[str]:
         """Remove every object this builder made (revocation, shutdown of the tunnel)."""
         ...
@@ -163,6 +169,13 @@ class PlainVxlanBuilder:
     def reconnect(self, request: TunnelRequest) -> list[str]:
         self._remote = None  # re-resolve: the gateway's address may have moved
         return self.ensure(request)
+
+    def vxlan_source(
+        self, request: TunnelRequest
+    ) -> tuple[str | None, ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        if self._remote is None:
+            self._remote = resolve(endpoint_host(request.config.gateway_endpoint))
+        return None, self._remote
 
     def status(self, request: TunnelRequest) -> TunnelStatus:
         state = self.kernel.links(self.ns).get(request.port_name)

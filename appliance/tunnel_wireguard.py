@@ -140,6 +140,11 @@ class WireGuardTunnelBuilder:
         self._endpoint = None
         return self.ensure(request)
 
+    def vxlan_source(
+        self, request: TunnelRequest
+    ) -> tuple[str | None, ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return self.ifname, request.config.gateway_overlay_address
+
     def status(self, request: TunnelRequest) -> TunnelStatus:
         port = self.kernel.links(self.ns).get(request.port_name)
         if port is None:

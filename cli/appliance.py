@@ -102,6 +102,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
             f"  up {data['tunnel_up']}  on bridge {data['bridge']}: {data['tunnel_on_bridge']}"
         )
         click.echo(f"  repairs {data['repairs']}  last error {data['error'] or '-'}")
+        for name, n in sorted((data.get("wan_input") or {}).items()):
+            click.echo(f"    {name:<24} {n}")
+        for error in data.get("wan_input_errors") or []:
+            click.echo(f"  error: {error}")
         return
     rows = [
         ("serial", data["serial"]),
@@ -117,6 +121,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
         ),
         ("last handshake", _age(data.get("last_handshake_age"))),
         ("discovery", data.get("discovery") or "-"),
+        ("vxlan guard", data.get("vxlan_guard") or "-"),
     ]
     lan = data.get("lan")
     if lan:

@@ -25,7 +25,8 @@ transport_option = click.option(
     default=DEFAULT_TRANSPORT,
     show_default=True,
     help="wireguard: appliances enroll over HTTPS (gateway init, inventory import) and "
-    "tunnel VXLAN inside WireGuard; vxlan: the static plain-VXLAN lab (fallback).",
+    "tunnel VXLAN inside WireGuard; vxlan: the static plain-VXLAN lab, a trusted-link "
+    "mode that a source-forging sender can inject into (docs/transport-modes.md).",
 )
 
 

@@ -170,6 +170,8 @@ def gateway_config(names: LabNames, run_dir: Path) -> dict[str, object]:
         },
         # The API's read-only export: the data plane never opens the registry itself.
         "registry": {"path": str(layout.desired), "native_ipv6": True},
+        # The API is the only TCP service the lab's gateway offers (no SSH in a namespace).
+        "host_input": {"tcp_ports": [API_PORT]},
         "service_netns": names.ns("service"),
         "state_dir": str(run_dir / "gateway"),
         "directory_file": str(run_dir / "tenants.json"),

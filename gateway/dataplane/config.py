@@ -98,6 +98,18 @@ class GroupLimit(_Model):
     burst: Annotated[int, Field(ge=1, le=1_000_000)] = 800
 
 
+class HostInputModel(_Model):
+    """The gateway host's input policy (gateway/dataplane/vni_binding.py).
+
+    `drop_others`: drop what is not WireGuard, these TCP ports, ND/PMTU ICMP, replies to the
+    host's own flows or (bound) VXLAN; false leaves the rest to the operator's firewall.
+    The default ports: SSH, so an operator is not locked out, and the API's default port.
+    """
+
+    drop_others: bool = True
+    tcp_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = (22, 8443)
+
+
 class GatewayModel(_Model):
     underlay: UnderlayModel | None = None  # required unless `wireguard` is set
     wireguard: WireGuardModel | None = None
@@ -108,6 +120,7 @@ class GatewayModel(_Model):
     userspace_io: UserspaceIO = "packet-vnet"
     fast_path: FastPathMode = "userspace"
     group_limit: GroupLimit = GroupLimit()
+    host_input: HostInputModel = HostInputModel()
     tenants: dict[Annotated[str, Field(pattern=TENANT_NAME)], TenantModel] = {}
 
     @field_validator("tenants")
@@ -216,6 +229,7 @@ class GatewayConfig:
     userspace_io: UserspaceIO = "packet-vnet"  # gateway-wide default, e.g. for registry tenants
     fast_path: FastPathMode = "userspace"  # gateway-wide default, e.g. for registry tenants
     group_limit: GroupLimit = field(default_factory=lambda: GroupLimit())
+    host_input: HostInputModel = field(default_factory=lambda: HostInputModel())
 
     @property
     def status_file(self) -> Path:
@@ -302,6 +316,7 @@ def from_model(path: Path, model: GatewayModel) -> GatewayConfig:
         userspace_io=model.userspace_io,
         fast_path=model.fast_path,
         group_limit=model.group_limit,
+        host_input=model.host_input,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from cjb.common.netlink import NetlinkError, TcBpf, apply
 from cjb.common.netlink.nft import apply_table, counters
 from cjb.common.netlink.real import RealKernel
+from cjb.common.vxlan_guard import GuardError, VxlanGuard, attach, underlay_links
 from cjb.common.wireguard import WireGuard
 from cjb.common.wireguard.model import Endpoint
 from cjb.gateway.dataplane.bpf.manager import KernelFastPaths
@@ -32,6 +33,7 @@ from cjb.gateway.dataplane.vni_binding import (
     TABLE_NAME,
     UNKNOWN,
     binding_table,
+    host_counters,
     tenant_counters,
 )
 from cjb.gateway.dataplane.wg_transport import (
@@ -52,16 +54,22 @@ PUBLISH_INTERVAL = 1.0
 # tenants).
 
 
+def _int(v: object) -> int:
+    return v if isinstance(v, int) else 0
+
+
 def reconcile(
     cfg: GatewayConfig,
     wg: WireGuard | None = None,
     tc_ingress: dict[str, TcBpf] | None = None,
     endpoints: dict[str, Endpoint] | None = None,
+    guard: VxlanGuard | None = None,
 ) -> list[str]:
-    """Kernel objects and nftables binding for every tenant; returns what changed.
+    """Kernel objects, the VXLAN guard and the nftables policy; returns what changed.
 
     WireGuard first: its interface must exist before the netlink spec adopts it, and a
-    revoked device's peer goes before anything else is touched.
+    revoked device's peer goes before anything else is touched. The guard's map is
+    written before its programs are attached (a new object passes nothing unconfigured).
     """
     changes: list[str] = []
     created = False
@@ -69,8 +77,19 @@ def reconcile(
         wg = wg or WireGuard()
         wg_changes, created = reconcile_wireguard(wg, cfg)
         changes += wg_changes
+    tc = dict(tc_ingress or {})
+    if guard is not None:
+        guard.configure(cfg.underlay_port, {t.vni: t.appliance for t in cfg.tenants})
+        if cfg.wireguard is not None:
+            tc[cfg.wireguard.ifname] = guard.program("tunnel")
     with RealKernel() as kernel:
-        changes += apply(kernel, gateway_spec(cfg, tc_ingress))
+        spec = gateway_spec(cfg, tc)
+        changes += apply(kernel, spec)
+        if guard is not None:
+            own = {link.name for ns in spec.namespaces if ns.name is None for link in ns.links}
+            # WireGuard: no VXLAN from any underlay NIC. Trusted link: the binding there.
+            role = "wan" if cfg.wireguard is not None else "trusted"
+            changes += attach(kernel, None, underlay_links(kernel, None, own), guard.program(role))
     if created and wg is not None:
         changes += restore_sessions(wg, cfg, endpoints)  # the interface is up now
     try:
@@ -99,6 +118,11 @@ class Gateway:
         # interface is re-created (wg_transport.restore_sessions).
         self.endpoints: dict[str, Endpoint] = {}
         self.fast = KernelFastPaths()  # tc-eBPF fast paths of `fast_path: kernel` tenants
+        # The VNI binding in tc (cjb.common.vxlan_guard): what `nft flush ruleset` cannot
+        # remove. Without it (no libbpf or object) the nftables table is the only layer.
+        self.guard: VxlanGuard | None = None
+        self._nft_last: dict[str, tuple[int, int]] = {}  # counters carried over a restore
+        self.nft_restored = 0  # times the table was found gone and put back
         self.rx = RxBuffer()  # one for every worker: they all run on this loop's thread
         self.cfg = self._load()
         self.endpoints = previous_endpoints(self.cfg.status_file)
@@ -164,8 +188,11 @@ class Gateway:
         # Kernel fast path: load (disabled), attach with the spec, filter the new workers'
         # sockets, then enable: each frame is handled exactly once (bpf/manager.py).
         tc = await asyncio.to_thread(self.fast.attachments, self.cfg.tenants)
+        await asyncio.to_thread(self._load_guard)
         started = time.monotonic()
-        changes = await asyncio.to_thread(reconcile, self.cfg, self.wg, tc, self.endpoints)
+        changes = await asyncio.to_thread(
+            reconcile, self.cfg, self.wg, tc, self.endpoints, self.guard
+        )
         for change in changes:
             log.info("reconcile: %s", change)
         if not changes:  # what a drift check costs (building tenants costs far more)
@@ -180,6 +207,32 @@ class Gateway:
                 self._start_worker(loop, t)
         await asyncio.to_thread(self.fast.activate, self.cfg.tenants)
         await asyncio.to_thread(self._record_links)
+
+    def _load_guard(self) -> None:
+        if self.guard is not None:
+            return
+        try:
+            self.guard = VxlanGuard()
+            self.errors.pop("vxlan_guard", None)
+        except GuardError as exc:
+            log.warning("%s; the VNI binding depends on nftables alone", exc)
+            self.errors["vxlan_guard"] = f"{exc}; the VNI binding depends on nftables alone"
+
+    def _guard_spoofed(self) -> dict[int, int]:
+        if self.guard is None:
+            return {}
+        try:
+            return self.guard.spoofed()
+        except OSError:
+            return {}
+
+    def _guard_status(self) -> dict[str, object]:
+        if self.guard is None:
+            return {"active": False, "error": self.errors.get("vxlan_guard")}
+        try:
+            return {"active": True, "drops": self.guard.counters()}
+        except OSError as exc:
+            return {"active": True, "error": str(exc)}
 
     def _namespaces(self) -> tuple[str | None, ...]:
         return (None,) if self.cfg.service_netns is None else (None, self.cfg.service_netns)
@@ -206,10 +259,23 @@ class Gateway:
     def _nft_counters(self) -> dict[str, tuple[int, int]]:
         try:
             found: dict[str, tuple[int, int]] = counters(None, TABLE_FAMILY, TABLE_NAME)
-            return found
+        except Exception:
+            return self._restore_table()
+        self._nft_last = found
+        self.errors.pop("nftables", None)
+        return found
+
+    def _restore_table(self) -> dict[str, tuple[int, int]]:
+        """The table is gone (`nft flush ruleset`, an nftables.service reload, a delete):
+        put it back within this second. The tc guard held the VNI binding meanwhile."""
+        try:
+            apply_table(None, binding_table(self.cfg, self._nft_last))
         except Exception as exc:  # status must still be written when nft fails
             self.errors["nftables"] = str(exc)
             return {}
+        self.nft_restored += 1
+        log.warning("nftables table %s %s was gone: restored", TABLE_FAMILY, TABLE_NAME)
+        return self._nft_last
 
     def _wg_peers(self) -> dict[str, dict[str, object]]:
         if self.wg is None or self.cfg.wireguard is None:
@@ -230,6 +296,10 @@ class Gateway:
     ) -> dict[str, object]:
         wg_peers = wg_peers or {}
         tenants: dict[str, object] = {}
+        guard_spoofed = self._guard_spoofed()
+        guard = self._guard_status()
+        guard_drops = guard.get("drops") or {}
+        assert isinstance(guard_drops, dict)
         for t in self.cfg.tenants:
             entry = self.workers.get(t.name)
             ports = {"tunnel": t.tunnel_port, "service": t.service_port}
@@ -242,7 +312,7 @@ class Gateway:
                 "appliance": str(t.appliance),
                 "ports": ports,
                 "service_ifname": t.service_ifname,
-                "vni_binding": tenant_counters(nft, t.name),
+                "vni_binding": tenant_counters(nft, t.name, guard_spoofed.get(t.vni, 0)),
             }
             if t.name in wg_peers:
                 item["wireguard"] = wg_peers[t.name]
@@ -266,7 +336,11 @@ class Gateway:
             "pid": os.getpid(),
             "updated": time.time(),
             "config": str(self.config_path),
-            "unknown_vni_drops": nft.get(UNKNOWN, (0, 0))[0],
+            # Both layers: the tc guard drops unknown VNIs before nftables sees them.
+            "unknown_vni_drops": nft.get(UNKNOWN, (0, 0))[0] + _int(guard_drops.get("unknown_vni")),
+            "host_input": host_counters(nft),
+            "nft_restored": self.nft_restored,
+            "vxlan_guard": guard,
             "transport": "wireguard" if self.cfg.wireguard else "vxlan",
             "wireguard_ifname": self.cfg.wireguard.ifname if self.cfg.wireguard else None,
             "errors": {k: v for k, v in self.errors.items() if k not in self.workers},

@@ -70,6 +70,7 @@ class StatusFileCollector(Collector):
         wg_bytes = CounterMetricFamily(
             "cjb_tunnel_bytes", "WireGuard bytes per tenant", labels=["tenant", "direction"]
         )
+        yield from _host_metrics(status)
         for name, t in sorted(tenants.items()):
             router = t.get("router") or {}
             for port, c in sorted((router.get("ports") or {}).items()):
@@ -90,3 +91,25 @@ class StatusFileCollector(Collector):
                 wg_bytes.add_metric([name, "rx"], _int(wg.get("rx_bytes")))
                 wg_bytes.add_metric([name, "tx"], _int(wg.get("tx_bytes")))
         yield from (frames, nbytes, drops, spoofed, group_limited, tunnel_up, handshake, wg_bytes)
+
+
+def _host_metrics(status: dict[str, Any]) -> Iterator[Metric]:
+    """Drops before any tenant: the host's input policy and the VXLAN guard (tc)."""
+    host = CounterMetricFamily(
+        "cjb_host_input_drops", "Packets the gateway host's input policy dropped", labels=["reason"]
+    )
+    for reason, n in sorted((status.get("host_input") or {}).items()):
+        host.add_metric([reason], _int(n))
+    yield host
+    guard = status.get("vxlan_guard") or {}
+    active = GaugeMetricFamily(
+        "cjb_vxlan_guard_active", "1 when the VNI binding is enforced in tc as well as nftables"
+    )
+    active.add_metric([], 1 if guard.get("active") else 0)
+    yield active
+    verdicts = CounterMetricFamily(
+        "cjb_vxlan_guard_packets", "VXLAN packets by the tc guard's verdict", labels=["verdict"]
+    )
+    for verdict, n in sorted((guard.get("drops") or {}).items()):
+        verdicts.add_metric([verdict], _int(n))
+    yield verdicts

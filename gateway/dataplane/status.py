@@ -21,6 +21,29 @@ def _n(v: object) -> int:
     return int(v) if isinstance(v, int) else 0
 
 
+def _guard_lines(status: dict[str, object]) -> list[str]:
+    host = status.get("host_input")
+    guard = status.get("vxlan_guard")
+    lines = []
+    if isinstance(host, dict):
+        lines.append(
+            f"host input dropped: {_n(host.get('input_dropped'))}, "
+            f"VXLAN from outside the tunnel: {_n(host.get('vxlan_outside_tunnel'))}"
+        )
+    if isinstance(guard, dict):
+        if guard.get("active"):
+            d = guard.get("drops") or {}
+            assert isinstance(d, dict)
+            lines.append(
+                f"VXLAN guard (tc): bound {_n(d.get('bound'))}, dropped: from underlay "
+                f"{_n(d.get('from_underlay'))}, spoofed {_n(d.get('spoofed'))}, unknown VNI "
+                f"{_n(d.get('unknown_vni'))}, fragments {_n(d.get('fragment'))}"
+            )
+        else:
+            lines.append(f"VXLAN guard (tc): INACTIVE ({guard.get('error')})")
+    return lines
+
+
 def render(status: dict[str, object] | None, path: Path, now: float | None = None) -> str:
     if status is None:
         return f"no status at {path}: is `cjb gateway run` running with this config?\n"
@@ -31,6 +54,7 @@ def render(status: dict[str, object] | None, path: Path, now: float | None = Non
         f"gateway pid {status.get('pid')}: "
         + ("running" if running else f"NOT RUNNING (status {age:.0f}s old)"),
         f"unknown-VNI packets dropped: {status.get('unknown_vni_drops', 0)}",
+        *_guard_lines(status),
         "",
     ]
     tenants = status.get("tenants") or {}

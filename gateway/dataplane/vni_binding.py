@@ -1,4 +1,15 @@
-"""nftables VNI binding: VNI X is accepted only from tenant X's appliance underlay address.
+"""The gateway host's nftables input policy, with the VNI binding in it.
+
+Input drops by default (counted) and admits only: loopback, replies to the host's own flows
+(ct established/related), WireGuard's port, the enrollment/device API's TCP ports, the ICMPv6
+that Neighbor Discovery and Path MTU Discovery need (RFC 4890 §4.4.1), ICMPv4
+fragmentation-needed (RFC 1191), echo requests from inside WireGuard (rate-limited), and
+VXLAN. With the WireGuard transport VXLAN is accepted
+only from the WireGuard interface (an underlay packet to the VXLAN port is counted as
+`vxlan_outside_tunnel` and dropped); in the plain trusted-link mode it comes from the
+underlay. Either way it then meets the VNI binding: VNI X only from tenant X's appliance.
+The same binding is enforced in tc by the VXLAN guard (cjb.common.vxlan_guard), which
+`nft flush ruleset` cannot remove; this table is the visible, counted second layer.
 
 VXLAN has no authentication (RFC 7348 §7): without this, any appliance could inject frames
 into another tenant's segment by writing that tenant's VNI. The VNI sits in the VXLAN
@@ -18,6 +29,18 @@ from cjb.gateway.dataplane.config import GatewayConfig
 TABLE_FAMILY = "inet"
 TABLE_NAME = "cjb_gw"
 UNKNOWN = "unknown_vni"
+OUTSIDE_TUNNEL = "vxlan_outside_tunnel"
+INPUT_DROPPED = "input_dropped"
+# ICMPv6 the host needs (RFC 4890 §4.4.1): PMTU discovery, errors, Neighbor Discovery.
+ICMPV6_TYPES = (
+    "destination-unreachable",
+    "packet-too-big",
+    "time-exceeded",
+    "parameter-problem",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+)
 
 
 def counter_name(kind: str, tenant: str) -> str:
@@ -34,7 +57,7 @@ def binding_table(
         packets, nbytes = previous.get(name, (0, 0))
         return f"\tcounter {name} {{ packets {packets} bytes {nbytes} }}"
 
-    counters = [counter(UNKNOWN)]
+    counters = [counter(UNKNOWN), counter(OUTSIDE_TUNNEL), counter(INPUT_DROPPED)]
     rules = []
     lim = cfg.group_limit
     over = f"limit rate over {lim.per_second}/second burst {lim.burst} packets"
@@ -53,8 +76,7 @@ def binding_table(
         [
             *counters,
             "\tchain input {",
-            "\t\ttype filter hook input priority filter - 10; policy accept;",
-            f"\t\tudp dport {cfg.underlay_port} jump vxlan",
+            *input_rules(cfg),
             "\t}",
             "\tchain vxlan {",
             *rules,
@@ -64,8 +86,55 @@ def binding_table(
     return NftTable(TABLE_FAMILY, TABLE_NAME, body)
 
 
-def tenant_counters(raw: dict[str, tuple[int, int]], tenant: str) -> dict[str, int]:
+def input_rules(cfg: GatewayConfig) -> list[str]:
+    port, host = cfg.underlay_port, cfg.host_input
+    vxlan = []
+    if cfg.wireguard is not None:
+        vxlan.append(
+            f'\t\tiifname != "{cfg.wireguard.ifname}" udp dport {port} '
+            f"counter name {OUTSIDE_TUNNEL} drop"
+        )
+    vxlan.append(f"\t\tudp dport {port} jump vxlan")
+    if not host.drop_others:
+        # The operator runs their own host firewall: only VXLAN is ours to police.
+        return ["\t\ttype filter hook input priority filter - 10; policy accept;", *vxlan]
+    admit = []
+    if cfg.wireguard is not None:
+        admit.append(f"\t\tudp dport {cfg.wireguard.listen_port} accept")
+        # An appliance pinging the gateway through its tunnel (a diagnostic inside the
+        # trust boundary); never from the underlay.
+        admit.append(
+            f'\t\tiifname "{cfg.wireguard.ifname}" icmpv6 type echo-request '
+            "limit rate 10/second accept"
+        )
+    if host.tcp_ports:
+        admit.append(f"\t\ttcp dport {{ {', '.join(map(str, host.tcp_ports))} }} accept")
+    return [
+        "\t\ttype filter hook input priority filter - 10; policy drop;",
+        '\t\tiifname "lo" accept',
+        *vxlan,  # before conntrack: VXLAN is judged per packet, never as a "reply"
+        "\t\tct state established,related accept",
+        *admit,
+        f"\t\ticmpv6 type {{ {', '.join(ICMPV6_TYPES)} }} accept",
+        "\t\ticmp type destination-unreachable icmp code frag-needed accept",
+        f"\t\tcounter name {INPUT_DROPPED} drop",
+    ]
+
+
+def host_counters(raw: dict[str, tuple[int, int]]) -> dict[str, int]:
+    return {name: raw.get(name, (0, 0))[0] for name in (OUTSIDE_TUNNEL, INPUT_DROPPED, UNKNOWN)}
+
+
+def tenant_counters(
+    raw: dict[str, tuple[int, int]], tenant: str, guard_spoofed: int = 0
+) -> dict[str, int]:
+    """`guard_spoofed`: the tc guard's count for this VNI (it drops forgeries before
+    nftables sees them); `vni_spoofed` is both layers together."""
     ok = raw.get(counter_name("ok", tenant), (0, 0))
     spoof = raw.get(counter_name("spoof", tenant), (0, 0))
     flood = raw.get(counter_name("flood", tenant), (0, 0))
-    return {"vxlan_accepted": ok[0], "vni_spoofed": spoof[0], "group_limited": flood[0]}
+    return {
+        "vxlan_accepted": ok[0],
+        "vni_spoofed": spoof[0] + guard_spoofed,
+        "group_limited": flood[0],
+    }

@@ -2,8 +2,9 @@
 
 Each peer's allowed IPs are exactly its overlay /128. WireGuard's cryptokey routing drops
 any packet from a peer whose inner source is not in its allowed IPs, so an appliance can
-only ever speak from its own overlay address; the nftables VNI binding (vni_binding.py)
-then ties each VNI to that address. Together: one key -> one address -> one VNI.
+only ever speak from its own overlay address; the VNI binding then ties each VNI to that
+address: in tc on this interface (cjb.common.vxlan_guard, which `nft flush ruleset` cannot
+remove) and in nftables (vni_binding.py). Together: one key -> one address -> one VNI.
 
 Peers the desired state does not list are removed on every reconcile: a revoked device
 cannot handshake again (the gateway no longer knows its key), and its current session dies

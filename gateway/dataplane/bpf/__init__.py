@@ -1,9 +1,10 @@
 """The kernel fast path (tc-eBPF): the translator's common case in the kernel.
 
-`xlat.bpf.c` is the program (built with `make bpf`, never committed); `libbpf` loads it
-through ctypes on Debian's libbpf.so.1; `fastpath` fills one tenant's maps and names the
-programs for each port; `counters` reads the per-CPU counter map. Attaching to links is
-the netlink wrapper's job (`cjb.common.netlink.TcBpf`).
+`xlat.bpf.c` is the program (built with `make bpf`, never committed);
+`cjb.common.vxlan_guard.libbpf` loads it through ctypes on Debian's libbpf.so.1;
+`fastpath` fills one tenant's maps and names the programs for each port; `counters` reads
+the per-CPU counter map. Attaching to links is the netlink wrapper's job
+(`cjb.common.netlink.TcBpf`).
 """
 
 from cjb.gateway.dataplane.bpf.counters import COUNTER_NAMES, FastPathCounters

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cjb.gateway.dataplane.bpf import libbpf
+from cjb.common.vxlan_guard import libbpf
 from cjb.gateway.dataplane.bpf.counters import COUNTER_NAMES, FastPathCounters
 
 SOURCE = Path(__file__).with_name("xlat.bpf.c")

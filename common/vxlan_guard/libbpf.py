@@ -1,6 +1,7 @@
-"""ctypes on Debian's libbpf.so.1: open and load an object, program and map fds, map I/O.
+"""ctypes on Debian's libbpf.so.1: open and load an object, program and map fds, map I/O
+(for the VXLAN guard here and the gateway's kernel fast path).
 
-No maintained PyPI loader works here (bcc needs kernel headers, DESIGN §6), and we need
+No maintained PyPI loader works here (bcc needs kernel headers), and we need
 only a handful of libbpf calls. libbpf 1.x returns NULL / -errno and sets errno.
 """
 
@@ -39,6 +40,8 @@ def lib() -> ctypes.CDLL:
             ("bpf_map__fd", i, [vp]),
             ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
             ("bpf_map_lookup_elem", i, [i, vp, vp]),
+            ("bpf_map_delete_elem", i, [i, vp]),
+            ("bpf_map_get_next_key", i, [i, vp, vp]),
             ("bpf_obj_get_info_by_fd", i, [i, vp, ctypes.POINTER(ctypes.c_uint32)]),
             ("libbpf_num_possible_cpus", i, []),
         ):
@@ -114,6 +117,23 @@ def map_lookup(fd: int, key: bytes, size: int) -> bytes:
     if ret:
         raise _err(f"lookup in map fd {fd}", ret)
     return buf.raw
+
+
+def map_delete(fd: int, key: bytes) -> None:
+    ret = lib().bpf_map_delete_elem(fd, key)
+    if ret:
+        raise _err(f"map fd {fd}: delete an element", ret)
+
+
+def map_keys(fd: int, size: int) -> list[bytes]:
+    """Every key of a hash map (`size` bytes each)."""
+    keys: list[bytes] = []
+    prev = None
+    buf = ctypes.create_string_buffer(size)
+    while lib().bpf_map_get_next_key(fd, prev, buf) == 0:
+        keys.append(buf.raw)
+        prev = ctypes.create_string_buffer(buf.raw, size)
+    return keys
 
 
 def possible_cpus() -> int:
