@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from cjb.appliance.image import ImageError
 from cjb.appliance.image import disk as disk_mod
+from cjb.appliance.image.agent_wheel import check_wheel, is_checkout, wheel_from_installed
 from cjb.appliance.image.base import ensure_base
 from cjb.appliance.image.manifest import build_manifest, render, tree_digest
 from cjb.appliance.image.progress import Progress
@@ -48,8 +50,9 @@ class BuildOptions:
     operator_ca: Path | None = None
     gateway_url: str | None = None
     cache_dir: Path = DEFAULT_CACHE
-    repo: Path = REPO
+    repo: Path = REPO  # a checkout builds its own wheel; an installed cjb is repacked
     keep_root: bool = False  # leave the finished root directory next to the outputs
+    agent_wheel: Path | None = None  # the CJB wheel to install, instead of making one
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,89 @@ def git_facts(repo: Path) -> dict[str, object]:
     return {"git_commit": head or None}
 
 
+def agent_wheel(
+    opts: BuildOptions, out: Path, progress: Progress, env: dict[str, str], sde: int
+) -> Path:
+    """The given wheel, else `pip wheel` of the checkout, else the installed cjb repacked."""
+    if opts.agent_wheel is not None:
+        return check_wheel(opts.agent_wheel)
+    if is_checkout(opts.repo):
+        return build_wheel(opts.repo, out, progress, env)
+    progress.note("no checkout: repacking the installed cjb distribution as the agent wheel")
+    return wheel_from_installed(out, sde)
+
+
+# What the build runs, with the Debian package that provides each.
+BUILD_TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
+    "mmd": "mtools",
+    "mcopy": "mtools",
+    "sfdisk": "fdisk",
+    "dd": "coreutils",
+    "tar": "tar",
+    "chroot": "coreutils",
+    "systemctl": "systemd",
+}
+
+
+def check(opts: BuildOptions, echo: Callable[[str], None]) -> bool:
+    """`cjb image build --check`: everything the build needs, without building (no root,
+    no network): the recipe, the overlay and the agent's unit in it, the tools, the agent
+    wheel, and the operator CA / gateway URL when given. One line per check; True if all pass."""
+    ok = True
+
+    def line(passed: bool, what: str, detail: str) -> None:
+        nonlocal ok
+        ok = ok and passed
+        echo(f"{'ok  ' if passed else 'FAIL'} {what:<12} {detail}")
+
+    try:
+        recipe = load_recipe(opts.recipe)
+        recipe.arch(opts.arch)
+    except ImageError as exc:
+        line(False, "recipe", str(exc))
+        return False
+    line(True, "recipe", str(opts.recipe))
+    unit = recipe.overlay / "etc/systemd/system" / recipe.unit
+    if not recipe.overlay.is_dir():
+        line(False, "overlay", f"{recipe.overlay} is missing")
+    elif not unit.is_file():
+        line(False, "overlay", f"the agent's unit {unit} is missing")
+    else:
+        count = sum(1 for p in recipe.overlay.rglob("*") if p.is_file())
+        line(True, "overlay", f"{recipe.overlay} ({count} files, agent unit {recipe.unit})")
+    missing = {tool: deb for tool, deb in BUILD_TOOLS.items() if shutil.which(tool) is None}
+    if missing:
+        debs = " ".join(sorted(set(missing.values())))
+        line(False, "tools", f"missing {sorted(missing)}: apt-get install {debs}")
+    else:
+        line(True, "tools", " ".join(BUILD_TOOLS))
+    for what, value, checker in (
+        ("operator CA", opts.operator_ca, check_operator_ca),
+        ("gateway URL", opts.gateway_url, check_gateway_url),
+    ):
+        if value is not None:
+            try:
+                checker(value)  # type: ignore[operator]
+                line(True, what, str(value))
+            except ImageError as exc:
+                line(False, what, str(exc))
+    with tempfile.TemporaryDirectory(prefix="cjb-check-") as tmp:
+        progress = Progress(lambda _: None, time.monotonic, total=1)
+        try:
+            wheel = agent_wheel(
+                opts, Path(tmp), progress, dict(os.environ), source_date_epoch(opts.repo)
+            )
+            line(True, "agent wheel", wheel.name)
+        except ImageError as exc:
+            line(False, "agent wheel", str(exc))
+    if os.geteuid() != 0:
+        echo("note: the build itself needs root (mmdebstrap --mode=root, chroot, mkfs)")
+    return ok
+
+
 def build(
     opts: BuildOptions, echo: Callable[[str], None], clock: Callable[[], float] = time.monotonic
 ) -> BuildResult:
@@ -150,7 +236,7 @@ def build(
         with progress.step(
             "install the CJB agent (wheel + its dependencies, offline in the image)"
         ):
-            wheel = build_wheel(opts.repo, work / "wheel", progress, env)
+            wheel = agent_wheel(opts, work / "wheel", progress, env, sde)
             wheelhouse = work / "wheelhouse"
             progress.run(
                 pip_download_argv(
