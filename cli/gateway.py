@@ -195,6 +195,7 @@ state_dir_option = click.option(
 
 
 def _registry(state_dir: Path) -> Registry:
+    from cjb.gateway.control.errors import ControlError
     from cjb.gateway.control.registry import Registry
     from cjb.gateway.control.statedir import StateDir
 
@@ -203,7 +204,10 @@ def _registry(state_dir: Path) -> Registry:
         raise click.ClickException(
             f"{layout.registry}: no registry; run `cjb gateway init --state-dir {state_dir}`"
         )
-    return Registry.open(layout.registry)
+    try:
+        return Registry.open(layout.registry)
+    except ControlError as exc:
+        raise click.ClickException(f"{layout.registry}: {exc.message}") from None
 
 
 @gateway.command()
@@ -258,6 +262,7 @@ def serve(
     import asyncio
 
     from cjb.gateway.control import logs
+    from cjb.gateway.control.errors import ControlError
     from cjb.gateway.control.server import serve as run_server
     from cjb.gateway.control.settings import SettingsError
 
@@ -271,6 +276,8 @@ def serve(
         asyncio.run(run_server(state_dir, listen, port, extra))
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    except ControlError as exc:  # e.g. a registry a newer CJB migrated
+        raise click.ClickException(exc.message) from None
 
 
 @gateway.group()
