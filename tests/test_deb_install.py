@@ -173,10 +173,12 @@ class Box:
         raise AssertionError(f"timed out waiting for {what}:\n{journal}")
 
     def curl(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        """The host's curl in the container's network namespace (the API is on its [::1])."""
+        """The host's curl in the container's network namespace, to https://gw.test:8443 (the
+        name `cjb gateway init --san` gave the certificate) at the container's [::1]."""
         return subprocess.run(
-            ["nsenter", f"--net=/run/netns/{self.ns}", "curl", "-sS", "-g", "--max-time", "20",
-             *argv], capture_output=True, text=True, timeout=60, check=False,
+            ["nsenter", f"--net=/run/netns/{self.ns}", "curl", "-sS", "--max-time", "20",
+             "--connect-to", "gw.test:8443:[::1]:8443", *argv],
+            capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
 
@@ -234,14 +236,14 @@ def _sha(path: Path) -> str:
 
 def _enroll(box: Box, ca: Path, dev: Device, work: Path) -> dict[str, object]:
     """The appliance's enrollment, over real curl: a nonce, then the signed request."""
-    done = box.curl("--cacert", str(ca), "-X", "POST", "https://[::1]:8443/v1/enroll/nonce")
+    done = box.curl("--cacert", str(ca), "-X", "POST", "https://gw.test:8443/v1/enroll/nonce")
     assert done.returncode == 0, done.stderr
     body = dev.body(json.loads(done.stdout)["nonce"])
     (work / "body.json").write_bytes(body)
     done = box.curl(
         "--cacert", str(ca), "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
         "-H", f"{SIGNATURE_HEADER}: {dev.sign(body)}", "--data-binary", f"@{work / 'body.json'}",
-        "https://[::1]:8443/v1/enroll",
+        "https://gw.test:8443/v1/enroll",
     )  # fmt: skip
     text, _, code = done.stdout.rpartition("\n")
     assert code == "200", done.stdout + done.stderr
@@ -306,12 +308,12 @@ def test_install_init_enroll_upgrade_and_refused_downgrade(
             "the API",
             lambda: (
                 box.curl(
-                    "--cacert", str(ca), "-o", "/dev/null", "https://[::1]:8443/metrics"
+                    "--cacert", str(ca), "-o", "/dev/null", "https://gw.test:8443/metrics"
                 ).returncode
                 == 0
             ),
         )
-        done = box.curl("--cacert", str(ca), "-X", "POST", "https://[::1]:8443/v1/enroll/nonce")
+        done = box.curl("--cacert", str(ca), "-X", "POST", "https://gw.test:8443/v1/enroll/nonce")
         assert done.returncode == 0 and json.loads(done.stdout)["nonce"], done.stderr
 
         # -- an appliance enrolls; the data plane gives its tenant a tunnel peer ---------------

@@ -177,16 +177,17 @@ def check(opts: BuildOptions, echo: Callable[[str], None]) -> bool:
         line(False, "tools", f"missing {sorted(missing)}: apt-get install {debs}")
     else:
         line(True, "tools", " ".join(BUILD_TOOLS))
-    for what, value, checker in (
-        ("operator CA", opts.operator_ca, check_operator_ca),
-        ("gateway URL", opts.gateway_url, check_gateway_url),
-    ):
-        if value is not None:
-            try:
-                checker(value)  # type: ignore[operator]
-                line(True, what, str(value))
-            except ImageError as exc:
-                line(False, what, str(exc))
+    if opts.operator_ca is not None:
+        try:
+            check_operator_ca(opts.operator_ca)
+            line(True, "operator CA", str(opts.operator_ca))
+        except ImageError as exc:
+            line(False, "operator CA", str(exc))
+    if opts.gateway_url is not None:
+        try:
+            line(True, "gateway URL", check_gateway_url(opts.gateway_url))
+        except ImageError as exc:
+            line(False, "gateway URL", str(exc))
     with tempfile.TemporaryDirectory(prefix="cjb-check-") as tmp:
         progress = Progress(lambda _: None, time.monotonic, total=1)
         try:
