@@ -318,9 +318,9 @@ def test_install_init_enroll_upgrade_and_refused_downgrade(
 
         # -- an appliance enrolls; the data plane gives its tenant a tunnel peer ---------------
         first = Device("CJB-DEB-0001")
-        (box.root / "root/inventory.jsonl").write_text(first.record("acme") + "\n")
+        (box.root / "srv/inventory.jsonl").write_text(first.record("acme") + "\n")
         box.run("runuser", "-u", user, "--", "cjb", "gateway", "device", "import",
-                "--state-dir", str(state), "/root/inventory.jsonl")  # fmt: skip
+                "--state-dir", str(state), "/srv/inventory.jsonl")  # fmt: skip
         enrolled = _enroll(box, ca, first, tmp_path)
         assert "BEGIN CERTIFICATE" in str(enrolled["device_certificate_pem"])
 
@@ -355,9 +355,9 @@ def test_install_init_enroll_upgrade_and_refused_downgrade(
         assert box.run("pidof", "wireguard-go").strip() == wg_pid, "the tunnel was restarted"
         assert first.wg_public in peers()
         second = Device("CJB-DEB-0002")  # the migrated registry takes new enrollments
-        (box.root / "root/inventory.jsonl").write_text(second.record("beta") + "\n")
+        (box.root / "srv/inventory.jsonl").write_text(second.record("beta") + "\n")
         box.run("runuser", "-u", user, "--", "cjb", "gateway", "device", "import",
-                "--state-dir", str(state), "/root/inventory.jsonl")  # fmt: skip
+                "--state-dir", str(state), "/srv/inventory.jsonl")  # fmt: skip
         _enroll(box, ca, second, tmp_path)
         box.wait("the second device's peer", lambda: second.wg_public in peers())
 

@@ -65,10 +65,10 @@ postinst:configure)
     ;;
 prerm:remove)
     if systemd_running; then deb-systemd-invoke stop $UNITS >/dev/null || true; fi
-    find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +
+    if [ -d "$VENV" ]; then find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +; fi
     ;;
 prerm:upgrade)
-    find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +
+    if [ -d "$VENV" ]; then find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +; fi
     ;;
 postrm:remove)
     if systemd_running; then systemctl --system daemon-reload >/dev/null || true; fi
