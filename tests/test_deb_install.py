@@ -123,6 +123,23 @@ def test_lintian_is_clean_beyond_the_justified_overrides(debs: dict[str, Path]) 
     assert not unused, "\n".join(unused)
 
 
+def test_appliance_package_installs_on_a_fresh_board(debs: dict[str, Path]) -> None:
+    """cjb-appliance on the same fresh Debian 12 root: installs from its .deb with what the
+    base has, enables the agent's unit, and the agent's command runs from /opt/cjb."""
+    base = _need()
+    with _booted(uuid.uuid4().hex[:6], base) as box:
+        shutil.copy(debs["appliance"], box.root / "root/debs" / debs["appliance"].name)
+        box.run("apt-get", "install", "-y", "--no-install-recommends",
+                f"/root/debs/{debs['appliance'].name}", timeout=600)  # fmt: skip
+        assert box.run("systemctl", "is-enabled", "cjb-appliance.service").strip() == "enabled"
+        assert (box.root / "etc/systemd/network/10-br-lan.netdev").is_file()
+        out = box.run("cjb", "appliance", "status", "--help")
+        assert "Usage: cjb appliance status" in out, out
+        box.run("/opt/cjb/bin/python", "-c", "import zeroconf, cjb.appliance.agent")
+        box.run("apt-get", "purge", "-y", "cjb-appliance")
+        assert not (box.root / "opt/cjb").exists(), "purge left /opt/cjb behind"
+
+
 def test_appliance_package_holds_what_the_image_installs(debs: dict[str, Path]) -> None:
     listing = subprocess.run(["dpkg-deb", "-c", str(debs["appliance"])], capture_output=True,
                              text=True, check=True).stdout  # fmt: skip
