@@ -44,6 +44,13 @@ def image() -> None:
     "or repack the installed cjb).",
 )
 @click.option(
+    "--appliance-deb",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Install this cjb-appliance .deb (make deb) instead of a wheel: the image then "
+    "holds what a hand-installed board gets.",
+)
+@click.option(
     "--check",
     "check_only",
     is_flag=True,
@@ -66,6 +73,7 @@ def build(
     cache_dir: Path,
     keep_root: bool,
     agent_wheel: Path | None,
+    appliance_deb: Path | None,
     check_only: bool,
 ) -> None:
     """Build the firmware: root-file-system tarball, raw disk image, manifest."""
@@ -83,7 +91,10 @@ def build(
         cache_dir=cache_dir,
         keep_root=keep_root,
         agent_wheel=agent_wheel,
+        appliance_deb=appliance_deb,
     )
+    if agent_wheel is not None and appliance_deb is not None:
+        raise click.UsageError("--agent-wheel and --appliance-deb exclude each other")
     if check_only:
         if not run_check(opts, echo=click.echo):
             raise click.ClickException("the image cannot be built: see the FAIL lines above")

@@ -35,6 +35,10 @@ import labkit
 import pytest
 from controlkit import Device
 
+from cjb.appliance.image import ImageError
+from cjb.appliance.image.build import BuildOptions, check, check_appliance_deb
+from cjb.appliance.image.progress import Progress
+from cjb.appliance.image.rootfs import chroot_argv, install_appliance_deb
 from cjb.common.control.protocol import SIGNATURE_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,6 +142,30 @@ def test_appliance_package_installs_on_a_fresh_board(debs: dict[str, Path]) -> N
         box.run("/opt/cjb/bin/python", "-c", "import zeroconf, cjb.appliance.agent")
         box.run("apt-get", "purge", "-y", "cjb-appliance")
         assert not (box.root / "opt/cjb").exists(), "purge left /opt/cjb behind"
+
+
+def test_image_build_installs_the_appliance_package(debs: dict[str, Path], tmp_path: Path) -> None:
+    """`cjb image build --appliance-deb`: the agent step is dpkg in the image's root, offline,
+    from the recipe's base packages; the result is the package's files, unit enabled."""
+    base = _need()
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["tar", "-xf", str(base), "-C", str(root)], check=True, timeout=300)
+    lines: list[str] = []
+    assert check(BuildOptions(appliance_deb=debs["appliance"]), lines.append), lines
+    assert check_appliance_deb(debs["appliance"], "amd64") == "0.1.0"
+    with pytest.raises(ImageError, match="not a cjb-appliance package"):
+        check_appliance_deb(debs["N"], "amd64")
+    install_appliance_deb(root, debs["appliance"], Progress(lines.append, time.monotonic, 1), 0)
+    status = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f",
+                             "${Version} ${Status}", "cjb-appliance"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert status == "0.1.0-1 install ok installed"
+    assert (root / "etc/systemd/system/multi-user.target.wants/cjb-appliance.service").is_symlink()
+    done = subprocess.run(chroot_argv(root, ["cjb", "appliance", "status", "--help"]),
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert "Usage: cjb appliance status" in done.stdout, done.stdout + done.stderr
+    assert not (root / "tmp/cjb-debs").exists()
 
 
 def test_appliance_package_holds_what_the_image_installs(debs: dict[str, Path]) -> None:

@@ -30,6 +30,7 @@ from cjb.appliance.image.rootfs import (
     enable_units,
     extract,
     install_agent,
+    install_appliance_deb,
     pip_download_argv,
     python_packages,
     sha256_file,
@@ -53,6 +54,7 @@ class BuildOptions:
     repo: Path = REPO  # a checkout builds its own wheel; an installed cjb is repacked
     keep_root: bool = False  # leave the finished root directory next to the outputs
     agent_wheel: Path | None = None  # the CJB wheel to install, instead of making one
+    appliance_deb: Path | None = None  # install the cjb-appliance package instead of a wheel
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,22 @@ def agent_wheel(
     return wheel_from_installed(out, sde)
 
 
+def check_appliance_deb(path: Path, arch: str) -> str:
+    """The upstream version of a cjb-appliance .deb for ARCH (the image's name carries it)."""
+    done = subprocess.run(
+        ["dpkg-deb", "--field", str(path), "Package", "Version", "Architecture"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    fields = dict(ln.split(": ", 1) for ln in done.stdout.splitlines() if ": " in ln)
+    if done.returncode != 0 or fields.get("Package") != "cjb-appliance":
+        raise ImageError(f"--appliance-deb {path}: not a cjb-appliance package (make deb)")
+    if fields.get("Architecture") != arch:
+        raise ImageError(
+            f"--appliance-deb {path}: built for {fields.get('Architecture')}, the image is {arch}"
+        )
+    return fields["Version"].rsplit("-", 1)[0]
+
+
 # What the build runs, with the Debian package that provides each.
 BUILD_TOOLS = {
     "mmdebstrap": "mmdebstrap",
@@ -188,6 +206,13 @@ def check(opts: BuildOptions, echo: Callable[[str], None]) -> bool:
             line(True, "gateway URL", check_gateway_url(opts.gateway_url))
         except ImageError as exc:
             line(False, "gateway URL", str(exc))
+    if opts.appliance_deb is not None:
+        try:
+            version = check_appliance_deb(opts.appliance_deb, opts.arch)
+            line(True, "agent", f"{opts.appliance_deb.name} (cjb-appliance {version})")
+        except ImageError as exc:
+            line(False, "agent", str(exc))
+        return ok
     with tempfile.TemporaryDirectory(prefix="cjb-check-") as tmp:
         progress = Progress(lambda _: None, time.monotonic, total=1)
         try:
@@ -234,30 +259,36 @@ def build(
             )
         with progress.step("extract the base root"):
             extract(base_tar, root, progress)
-        with progress.step(
-            "install the CJB agent (wheel + its dependencies, offline in the image)"
-        ):
-            wheel = agent_wheel(opts, work / "wheel", progress, env, sde)
-            wheelhouse = work / "wheelhouse"
-            progress.run(
-                pip_download_argv(
-                    wheel,
-                    recipe.extras,
-                    opts.arch,
-                    recipe.python,
-                    wheelhouse,
-                    opts.cache_dir / "pip",
-                ),
-                env=env,
-                what="pip download (the agent's dependencies for the image)",
-            )
-            install_agent(root, recipe, wheelhouse, wheel, progress, sde)
+        wheelhouse = work / "wheelhouse"
+        if opts.appliance_deb is not None:
+            with progress.step(f"install the CJB agent ({opts.appliance_deb.name}, dpkg)"):
+                version = check_appliance_deb(opts.appliance_deb, opts.arch)
+                install_appliance_deb(root, opts.appliance_deb, progress, sde)
+        else:
+            with progress.step(
+                "install the CJB agent (wheel + its dependencies, offline in the image)"
+            ):
+                wheel = agent_wheel(opts, work / "wheel", progress, env, sde)
+                version = wheel.name.split("-")[1]
+                progress.run(
+                    pip_download_argv(
+                        wheel,
+                        recipe.extras,
+                        opts.arch,
+                        recipe.python,
+                        wheelhouse,
+                        opts.cache_dir / "pip",
+                    ),
+                    env=env,
+                    what="pip download (the agent's dependencies for the image)",
+                )
+                install_agent(root, recipe, wheelhouse, wheel, progress, sde)
         with progress.step("system configuration (overlay, operator CA, gateway URL, units)"):
             copy_overlay(recipe.overlay, root)
             configure_system(root, recipe, baked)
             enable_units(root, recipe.enable, progress)
             clamp_mtimes(root, sde)
-        name = f"cjb-appliance-{wheel.name.split('-')[1]}-{opts.arch}"
+        name = f"cjb-appliance-{version}-{opts.arch}"
         rootfs_tar = opts.out_dir / f"{name}.rootfs.tar"
         disk_image = opts.out_dir / f"{name}.img"
         manifest_path = opts.out_dir / f"{name}.manifest.json"
@@ -291,6 +322,9 @@ def build(
                     None if baked.operator_ca_pem is None else sha256_file(opts.operator_ca)  # type: ignore[arg-type]
                 ),
                 "gateway_url": baked.gateway_url,
+                "appliance_deb_sha256": (
+                    None if opts.appliance_deb is None else sha256_file(opts.appliance_deb)
+                ),
             }
             outputs = {
                 p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -300,7 +334,7 @@ def build(
                 arch=opts.arch,
                 suite=recipe.suite,
                 base_key=base_key,
-                cjb={"version": wheel.name.split("-")[1], **git_facts(opts.repo)},
+                cjb={"version": version, **git_facts(opts.repo)},
                 source_date_epoch=sde,
                 debian_packages=dpkg_packages(root),
                 python_packages=python_packages(root, recipe),
