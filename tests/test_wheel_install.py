@@ -57,7 +57,7 @@ def _run(venv: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_installed_wheel_builds_images_and_translates(
+def test_installed_wheel_passes_the_image_checks_and_translates(
     installed: tuple[Path, Path], tmp_path: Path
 ) -> None:
     venv, _ = installed
