@@ -10,7 +10,7 @@ CJB     := $(VENV)/bin/cjb
 # Debian packages the product and its tests use (tools/debian-packages.txt is the list).
 DEBS    := $(shell grep -v '^\#' tools/debian-packages.txt)
 
-.PHONY: setup system-packages demo test test-fast lint typecheck bench clean bpf fig8
+.PHONY: setup system-packages demo test test-fast lint typecheck bench clean bpf fig8 deb
 
 setup: system-packages $(VENV)/.installed bpf
 
@@ -61,6 +61,10 @@ typecheck: setup
 	mkdir -p .typecheck/cjb
 	for d in common gateway appliance service lab cli; do ln -sfn ../../$$d .typecheck/cjb/$$d; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml cjb/common cjb/gateway cjb/appliance cjb/service cjb/lab cjb/cli
+
+# cjb-gateway and cjb-appliance .debs in dist/deb (tools/deb/build.py says what goes in).
+deb: setup
+	$(PY) tools/deb/build.py --out dist/deb
 
 bench: setup
 	$(PY) bench/xlat_core.py

@@ -219,7 +219,11 @@ def _registry(state_dir: Path) -> Iterator[Registry]:
     # As root on another user's registry, SQLite gives the -wal/-shm files it creates to the
     # database file's owner, and write_export keeps shared/'s owner: the API can still open
     # everything afterwards.
-    with Registry.open(layout.registry) as reg:
+    try:
+        opened = Registry.open(layout.registry)
+    except ControlError as exc:  # e.g. a registry a newer CJB migrated
+        raise click.ClickException(f"{layout.registry}: {exc.message}") from None
+    with opened as reg:
         generation = reg.generation()
         yield reg
         if reg.generation() != generation and layout.shared_dir.is_dir():

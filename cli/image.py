@@ -34,7 +34,27 @@ def image() -> None:
     "--recipe",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Recipe TOML (default: image-build/recipe.toml).",
+    help="Recipe TOML (default: the one installed with cjb, image-build/recipe.toml).",
+)
+@click.option(
+    "--agent-wheel",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The CJB wheel to install in the image (default: build it from this checkout, "
+    "or repack the installed cjb).",
+)
+@click.option(
+    "--appliance-deb",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Install this cjb-appliance .deb (make deb) instead of a wheel: the image then "
+    "holds what a hand-installed board gets.",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Check the recipe, overlay, tools and agent wheel, then stop (no root needed).",
 )
 @click.option(
     "--cache-dir",
@@ -52,10 +72,14 @@ def build(
     recipe: Path | None,
     cache_dir: Path,
     keep_root: bool,
+    agent_wheel: Path | None,
+    appliance_deb: Path | None,
+    check_only: bool,
 ) -> None:
     """Build the firmware: root-file-system tarball, raw disk image, manifest."""
     from cjb.appliance.image.build import BuildOptions
     from cjb.appliance.image.build import build as run_build
+    from cjb.appliance.image.build import check as run_check
     from cjb.appliance.image.recipe import DEFAULT_RECIPE
 
     opts = BuildOptions(
@@ -66,7 +90,15 @@ def build(
         gateway_url=gateway_url,
         cache_dir=cache_dir,
         keep_root=keep_root,
+        agent_wheel=agent_wheel,
+        appliance_deb=appliance_deb,
     )
+    if agent_wheel is not None and appliance_deb is not None:
+        raise click.UsageError("--agent-wheel and --appliance-deb exclude each other")
+    if check_only:
+        if not run_check(opts, echo=click.echo):
+            raise click.ClickException("the image cannot be built: see the FAIL lines above")
+        return
     try:
         run_build(opts, echo=click.echo)
     except ImageError as exc:

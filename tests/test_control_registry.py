@@ -66,15 +66,34 @@ def test_migrations_from_empty_and_rerun_is_noop(tmp_path: Path) -> None:
         assert mode == "wal"
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
+def test_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """A downgraded CJB meets a registry a newer one migrated: it refuses, names both
+    versions, and leaves every byte of the registry as it was."""
     db = tmp_path / "r.sqlite3"
     Registry.open(db).close()
     conn = sqlite3.connect(db)
     conn.execute("INSERT INTO schema_migrations VALUES (99, 0)")
+    conn.execute("CREATE TABLE from_the_future (x)")
     conn.commit()
     conn.close()
-    with pytest.raises(RuntimeError, match="newer than this CJB"):
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ControlError, match=r"schema version 99 is newer than this CJB knows \(1\)"):
         Registry.open(db)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    state = tmp_path / "gw"
+    init_state_dir(state, ["gw.test"], "gw.test:51820", "::", 8443)
+    conn = sqlite3.connect(StateDir(state).registry)
+    conn.execute("INSERT INTO schema_migrations VALUES (2, 0)")
+    conn.commit()
+    conn.close()
+    from click.testing import CliRunner
+
+    from cjb.cli.main import main
+
+    result = CliRunner().invoke(main, ["gateway", "device", "list", "--state-dir", str(state)])
+    assert result.exit_code == 1
+    assert "schema version 2 is newer than this CJB knows (1)" in result.output
+    assert "downgrades are not supported" in result.output
 
 
 # -- inventory and allocation --------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from cjb.appliance.image import ImageError
 from cjb.appliance.image import disk as disk_mod
+from cjb.appliance.image.agent_wheel import check_wheel, is_checkout, wheel_from_installed
 from cjb.appliance.image.base import ensure_base
 from cjb.appliance.image.manifest import build_manifest, render, tree_digest
 from cjb.appliance.image.progress import Progress
@@ -28,6 +30,7 @@ from cjb.appliance.image.rootfs import (
     enable_units,
     extract,
     install_agent,
+    install_appliance_deb,
     pip_download_argv,
     python_packages,
     sha256_file,
@@ -48,8 +51,10 @@ class BuildOptions:
     operator_ca: Path | None = None
     gateway_url: str | None = None
     cache_dir: Path = DEFAULT_CACHE
-    repo: Path = REPO
+    repo: Path = REPO  # a checkout builds its own wheel; an installed cjb is repacked
     keep_root: bool = False  # leave the finished root directory next to the outputs
+    agent_wheel: Path | None = None  # the CJB wheel to install, instead of making one
+    appliance_deb: Path | None = None  # install the cjb-appliance package instead of a wheel
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,113 @@ def git_facts(repo: Path) -> dict[str, object]:
     return {"git_commit": head or None}
 
 
+def agent_wheel(
+    opts: BuildOptions, out: Path, progress: Progress, env: dict[str, str], sde: int
+) -> Path:
+    """The given wheel, else `pip wheel` of the checkout, else the installed cjb repacked."""
+    if opts.agent_wheel is not None:
+        return check_wheel(opts.agent_wheel)
+    if is_checkout(opts.repo):
+        return build_wheel(opts.repo, out, progress, env)
+    progress.note("no checkout: repacking the installed cjb distribution as the agent wheel")
+    return wheel_from_installed(out, sde)
+
+
+def check_appliance_deb(path: Path, arch: str) -> str:
+    """The upstream version of a cjb-appliance .deb for ARCH (the image's name carries it)."""
+    done = subprocess.run(
+        ["dpkg-deb", "--field", str(path), "Package", "Version", "Architecture"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    fields = dict(ln.split(": ", 1) for ln in done.stdout.splitlines() if ": " in ln)
+    if done.returncode != 0 or fields.get("Package") != "cjb-appliance":
+        raise ImageError(f"--appliance-deb {path}: not a cjb-appliance package (make deb)")
+    if fields.get("Architecture") != arch:
+        raise ImageError(
+            f"--appliance-deb {path}: built for {fields.get('Architecture')}, the image is {arch}"
+        )
+    return fields["Version"].rsplit("-", 1)[0]
+
+
+# What the build runs, with the Debian package that provides each.
+BUILD_TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
+    "mmd": "mtools",
+    "mcopy": "mtools",
+    "sfdisk": "fdisk",
+    "dd": "coreutils",
+    "tar": "tar",
+    "chroot": "coreutils",
+    "systemctl": "systemd",
+}
+
+
+def check(opts: BuildOptions, echo: Callable[[str], None]) -> bool:
+    """`cjb image build --check`: everything the build needs, without building (no root,
+    no network): the recipe, the overlay and the agent's unit in it, the tools, the agent
+    wheel, and the operator CA / gateway URL when given. One line per check; True if all pass."""
+    ok = True
+
+    def line(passed: bool, what: str, detail: str) -> None:
+        nonlocal ok
+        ok = ok and passed
+        echo(f"{'ok  ' if passed else 'FAIL'} {what:<12} {detail}")
+
+    try:
+        recipe = load_recipe(opts.recipe)
+        recipe.arch(opts.arch)
+    except ImageError as exc:
+        line(False, "recipe", str(exc))
+        return False
+    line(True, "recipe", str(opts.recipe))
+    unit = recipe.overlay / "etc/systemd/system" / recipe.unit
+    if not recipe.overlay.is_dir():
+        line(False, "overlay", f"{recipe.overlay} is missing")
+    elif not unit.is_file():
+        line(False, "overlay", f"the agent's unit {unit} is missing")
+    else:
+        count = sum(1 for p in recipe.overlay.rglob("*") if p.is_file())
+        line(True, "overlay", f"{recipe.overlay} ({count} files, agent unit {recipe.unit})")
+    missing = {tool: deb for tool, deb in BUILD_TOOLS.items() if shutil.which(tool) is None}
+    if missing:
+        debs = " ".join(sorted(set(missing.values())))
+        line(False, "tools", f"missing {sorted(missing)}: apt-get install {debs}")
+    else:
+        line(True, "tools", " ".join(BUILD_TOOLS))
+    if opts.operator_ca is not None:
+        try:
+            check_operator_ca(opts.operator_ca)
+            line(True, "operator CA", str(opts.operator_ca))
+        except ImageError as exc:
+            line(False, "operator CA", str(exc))
+    if opts.gateway_url is not None:
+        try:
+            line(True, "gateway URL", check_gateway_url(opts.gateway_url))
+        except ImageError as exc:
+            line(False, "gateway URL", str(exc))
+    if opts.appliance_deb is not None:
+        try:
+            version = check_appliance_deb(opts.appliance_deb, opts.arch)
+            line(True, "agent", f"{opts.appliance_deb.name} (cjb-appliance {version})")
+        except ImageError as exc:
+            line(False, "agent", str(exc))
+        return ok
+    with tempfile.TemporaryDirectory(prefix="cjb-check-") as tmp:
+        progress = Progress(lambda _: None, time.monotonic, total=1)
+        try:
+            wheel = agent_wheel(
+                opts, Path(tmp), progress, dict(os.environ), source_date_epoch(opts.repo)
+            )
+            line(True, "agent wheel", wheel.name)
+        except ImageError as exc:
+            line(False, "agent wheel", str(exc))
+    if os.geteuid() != 0:
+        echo("note: the build itself needs root (mmdebstrap --mode=root, chroot, mkfs)")
+    return ok
+
+
 def build(
     opts: BuildOptions, echo: Callable[[str], None], clock: Callable[[], float] = time.monotonic
 ) -> BuildResult:
@@ -147,30 +259,36 @@ def build(
             )
         with progress.step("extract the base root"):
             extract(base_tar, root, progress)
-        with progress.step(
-            "install the CJB agent (wheel + its dependencies, offline in the image)"
-        ):
-            wheel = build_wheel(opts.repo, work / "wheel", progress, env)
-            wheelhouse = work / "wheelhouse"
-            progress.run(
-                pip_download_argv(
-                    wheel,
-                    recipe.extras,
-                    opts.arch,
-                    recipe.python,
-                    wheelhouse,
-                    opts.cache_dir / "pip",
-                ),
-                env=env,
-                what="pip download (the agent's dependencies for the image)",
-            )
-            install_agent(root, recipe, wheelhouse, wheel, progress, sde)
+        wheelhouse = work / "wheelhouse"
+        if opts.appliance_deb is not None:
+            with progress.step(f"install the CJB agent ({opts.appliance_deb.name}, dpkg)"):
+                version = check_appliance_deb(opts.appliance_deb, opts.arch)
+                install_appliance_deb(root, opts.appliance_deb, progress, sde)
+        else:
+            with progress.step(
+                "install the CJB agent (wheel + its dependencies, offline in the image)"
+            ):
+                wheel = agent_wheel(opts, work / "wheel", progress, env, sde)
+                version = wheel.name.split("-")[1]
+                progress.run(
+                    pip_download_argv(
+                        wheel,
+                        recipe.extras,
+                        opts.arch,
+                        recipe.python,
+                        wheelhouse,
+                        opts.cache_dir / "pip",
+                    ),
+                    env=env,
+                    what="pip download (the agent's dependencies for the image)",
+                )
+                install_agent(root, recipe, wheelhouse, wheel, progress, sde)
         with progress.step("system configuration (overlay, operator CA, gateway URL, units)"):
             copy_overlay(recipe.overlay, root)
             configure_system(root, recipe, baked)
             enable_units(root, recipe.enable, progress)
             clamp_mtimes(root, sde)
-        name = f"cjb-appliance-{wheel.name.split('-')[1]}-{opts.arch}"
+        name = f"cjb-appliance-{version}-{opts.arch}"
         rootfs_tar = opts.out_dir / f"{name}.rootfs.tar"
         disk_image = opts.out_dir / f"{name}.img"
         manifest_path = opts.out_dir / f"{name}.manifest.json"
@@ -204,6 +322,9 @@ def build(
                     None if baked.operator_ca_pem is None else sha256_file(opts.operator_ca)  # type: ignore[arg-type]
                 ),
                 "gateway_url": baked.gateway_url,
+                "appliance_deb_sha256": (
+                    None if opts.appliance_deb is None else sha256_file(opts.appliance_deb)
+                ),
             }
             outputs = {
                 p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -213,7 +334,7 @@ def build(
                 arch=opts.arch,
                 suite=recipe.suite,
                 base_key=base_key,
-                cjb={"version": wheel.name.split("-")[1], **git_facts(opts.repo)},
+                cjb={"version": version, **git_facts(opts.repo)},
                 source_date_epoch=sde,
                 debian_packages=dpkg_packages(root),
                 python_packages=python_packages(root, recipe),

@@ -1,4 +1,5 @@
-"""The declarative recipe (image-build/recipe.toml) as frozen values, and its cache key."""
+"""The declarative recipe (image-build/recipe.toml, installed as the package data
+cjb.image_build) as frozen values, and its cache key."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from cjb.appliance.image import ImageError
+from cjb.common.packaged import image_recipe_dir
 
 ARCHES = ("amd64", "arm64")
-# The checkout's own recipe: <repo>/image-build/recipe.toml (this file is appliance/image/).
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "image-build" / "recipe.toml"
+# The recipe that ships with CJB: image-build/recipe.toml in a checkout, the same file as
+# package data in an installed wheel (common/packaged.py).
+DEFAULT_RECIPE = image_recipe_dir(check=False) / "recipe.toml"
 
 
 @dataclass(frozen=True)

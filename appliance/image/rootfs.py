@@ -135,6 +135,29 @@ def chroot_env(source_date_epoch: int) -> dict[str, str]:
     }
 
 
+DEBS_IN_IMAGE = "/tmp/cjb-debs"  # noqa: S108
+
+
+def install_appliance_deb(
+    root: Path, deb: Path, progress: Progress, source_date_epoch: int
+) -> None:
+    """The cjb-appliance package (`make deb`) instead of wheel + venv, so the image holds
+    exactly what `apt-get install ./cjb-appliance_*.deb` gives a hand-installed board.
+    Offline: its Depends must already be in the base root (the recipe's [base] packages)."""
+    inside = root / DEBS_IN_IMAGE.lstrip("/")
+    inside.mkdir(parents=True, exist_ok=True)
+    shutil.copy(deb, inside / deb.name)
+    try:
+        progress.run(
+            chroot_argv(root, ["dpkg", "--install", f"{DEBS_IN_IMAGE}/{deb.name}"]),
+            env=chroot_env(source_date_epoch),
+            what="dpkg --install of cjb-appliance in the image",
+            fix="the recipe's [base] packages must satisfy the package's Depends",
+        )
+    finally:
+        shutil.rmtree(inside, ignore_errors=True)
+
+
 def install_agent(
     root: Path,
     recipe: Recipe,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from cjb.gateway.control.errors import ControlError
+
 # (version, statements). Times are UNIX seconds (REAL); keys are base64 text.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -121,12 +123,29 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 )
 
 
+def newest_version() -> int:
+    return max(v for v, _ in MIGRATIONS)
+
+
 def migrate(conn: sqlite3.Connection, now: Callable[[], float]) -> list[int]:
-    """Apply what is missing, in order; returns the versions applied (empty: already current)."""
+    """Apply what is missing, in order; returns the versions applied (empty: already current).
+
+    A registry a newer CJB has migrated further is refused before anything is written: this
+    code cannot know what the newer schema means, so running on it could corrupt it."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
     )
+    newest = newest_version()
+    known = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+    if known is not None and known > newest:
+        raise ControlError(
+            "registry-schema-too-new",
+            f"the registry's schema version {known} is newer than this CJB knows ({newest}): "
+            "a newer CJB wrote it, and this one refuses to open it rather than risk it; "
+            "install that newer CJB again (downgrades are not supported)",
+            status=500,
+        )
     applied: list[int] = []
     for version, statements in MIGRATIONS:
         conn.execute("BEGIN IMMEDIATE")
@@ -146,10 +165,4 @@ def migrate(conn: sqlite3.Connection, now: Callable[[], float]) -> list[int]:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    newest = max(v for v, _ in MIGRATIONS)
-    known = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
-    if known is not None and known > newest:
-        raise RuntimeError(
-            f"registry schema version {known} is newer than this CJB ({newest}); upgrade CJB"
-        )
     return applied

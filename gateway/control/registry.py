@@ -205,13 +205,17 @@ class Registry:
             path, isolation_level=None, timeout=30.0, check_same_thread=False
         )  # isolation_level=None: we issue BEGIN/COMMIT ourselves
         conn.row_factory = sqlite3.Row
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            raise ControlError("registry", f"{path}: cannot switch to WAL mode (got {mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
-        migrate(conn, clock)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise ControlError("registry", f"{path}: cannot switch to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            migrate(conn, clock)
+        except BaseException:
+            conn.close()  # e.g. a schema too new: leave the files as they were
+            raise
         return cls(conn, clock, audit_limits)
 
     def close(self) -> None:
