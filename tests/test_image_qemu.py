@@ -76,8 +76,8 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
     _require()
     from cjb.lab.control import down, up
     from cjb.lab.enrolled import GATEWAY_URL, gateway_state_dir, import_inventory
-    from cjb.lab.external import add_external_site
-    from cjb.lab.topology import SERVICE_IPV4
+    from cjb.lab.external import CUSTOMER_LAN, add_external_site
+    from cjb.lab.topology import SERVICE_IPV4, LabNames, underlay_net
 
     out = RESULTS / time.strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -122,8 +122,15 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
             f"console tail:\n{serial[-3000:]}\n(logs in {out})"
         )
         print(f"power-on to the tenant's page through the tunnel: {took:.1f} s")
-        # The real boot path ran: firmware -> systemd-boot -> kernel -> systemd.
-        assert "Linux version" in serial, serial[-2000:]
+        # The real boot path ran: UEFI firmware -> systemd-boot -> kernel -> systemd's getty.
+        assert "BdsDxe: starting" in serial and "cjb-appliance login:" in serial, serial[-2000:]
+        # The tunnel runs over the SLAAC address from the customer router's RA.
+        endpoints = subprocess.run(
+            ["wg", "show", LabNames(state.run_id).wg_ifname("gateway"), "endpoints"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        slaac = str(underlay_net(CUSTOMER_LAN).network_address).rstrip(":")
+        assert f"[{slaac}:" in endpoints, endpoints
         # The gateway saw this unit enroll (from its customer router's SLAAC address).
         listing = subprocess.run(
             [sys.executable, "-m", "cjb.cli", "gateway", "device", "list",
@@ -138,8 +145,8 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
     finally:
         if vm is not None:
             vm.stop()
+            journal = vm.journal()  # kept in `out` either way
             if not passed:
-                journal = vm.journal()
                 print(f"guest journal ({out / 'journal.txt'}):\n{journal[-6000:]}")
         dnsmasq_log = state.run_dir / "logs" / "xrouter-dnsmasq.log"
         if dnsmasq_log.exists():

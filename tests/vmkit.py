@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cjb.appliance.image.disk import root_offset
 
+# No PXE option ROM on the NICs (romfile=): the firmware goes straight to the disk.
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
 WAN_MAC = "52:54:00:cb:00:01"
@@ -67,7 +68,7 @@ class Vm:
         for i, fd in enumerate(self.nic_fds):
             nics += [
                 "-netdev", f"tap,id=n{i},fd={fd}",
-                "-device", f"virtio-net-pci,netdev=n{i},mac={macs[i]}",
+                "-device", f"virtio-net-pci,netdev=n{i},mac={macs[i]},romfile=",
             ]  # fmt: skip
         if not nics:
             nics = ["-nic", "none"]
