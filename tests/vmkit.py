@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cjb.appliance.image.disk import root_offset
+from cjb.appliance.image.disk import SECTOR, read_partitions, root_offset
 
 # No PXE option ROM on the NICs (romfile=): the firmware goes straight to the disk.
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -42,6 +42,38 @@ def missing_tools(arch: str = "amd64") -> str | None:
     if not os.path.exists("/dev/net/tun"):
         return "needs /dev/net/tun for the VM's taps"
     return None
+
+
+def esp_image(disk: Path) -> str:
+    """mtools' name for the ESP of a raw disk image (file@@offset)."""
+    esp = read_partitions(disk)[0]
+    return f"{disk}@@{int(str(esp['start'])) * SECTOR}"
+
+
+def add_kernel_args(disk: Path, *args: str) -> None:
+    """Append `args` to the boot entry's command line in this copy of the disk only.
+
+    The tests add `no_timer_check`: under TCG on a loaded 2-core host the kernel's IO-APIC
+    timer check can miss its window and panic ("IO-APIC + timer doesn't work!"), a property
+    of the emulator's speed, not of the image (KVM guests get the same option by default)."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    at = esp_image(disk)
+    entry = "::/loader/entries/cjb.conf"
+    text = subprocess.run(
+        ["mtype", "-i", at, entry], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    lines = [
+        line + " " + " ".join(args) if line.startswith("options ") else line
+        for line in text.splitlines()
+    ]
+    subprocess.run(
+        ["mcopy", "-o", "-i", at, "-", entry],
+        input="\n".join(lines) + "\n",
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
 
 @dataclass
@@ -109,6 +141,14 @@ class Vm:
             return self.serial_log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def check_alive(self) -> None:
+        """Raise at once when QEMU exited or the guest kernel panicked."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"QEMU exited ({self.proc.returncode}); see {self.out_dir}")
+        serial = self.serial()
+        if "Kernel panic" in serial:
+            raise AssertionError(f"guest kernel panic:\n{serial[-2000:]}")
 
     def wait_serial(self, needle: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
