@@ -106,7 +106,7 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
         import_inventory(state.run_dir, [record])
 
         site = add_external_site(state)
-        vm = vmkit.Vm(disk, out, nic_fds=(site.wan_fd, site.lan_fd))
+        vm = vmkit.Vm(disk, out, nic_fds=(site.wan_fd, site.lan_fd), netns=site.router_ns)
         vm.start()
         site.close()  # QEMU holds the taps now
         page = ""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cjb.appliance.image.disk import SECTOR, read_partitions, root_offset
+from cjb.common.netlink import netns
 
 # No PXE option ROM on the NICs (romfile=): the firmware goes straight to the disk.
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -82,6 +83,9 @@ class Vm:
     out_dir: Path  # serial.log, qemu.log, journal.txt land here
     nic_fds: tuple[int, ...] = ()  # tap fds, first = WAN, second = LAN
     arch: str = "amd64"
+    # Run QEMU in this namespace (it needs none: its NICs are fds), so that `cjb lab down`,
+    # which kills every process in the run's namespaces, also ends a VM a crashed test left.
+    netns: str | None = None
     memory_mib: int = 1024
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
@@ -127,13 +131,15 @@ class Vm:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log = (self.out_dir / "qemu.log").open("wb")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=self.nic_fds,
-        )
+        with netns(self.netns):
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=self.nic_fds,
+                start_new_session=True,
+            )
         log.close()
 
     def serial(self) -> str:
@@ -173,6 +179,8 @@ class Vm:
         """ACPI power-off (the guest syncs its disks), then kill after `timeout`."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        if "Kernel panic" in self.serial():
+            timeout = 0  # nobody left to answer the power button
         try:
             self._qmp("system_powerdown")
             self.proc.wait(timeout=timeout)
