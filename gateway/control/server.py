@@ -23,7 +23,7 @@ from aiohttp import web
 from cryptography import x509
 from prometheus_client.registry import Collector
 
-from cjb.gateway.control import pki
+from cjb.gateway.control import pki, update_api
 from cjb.gateway.control.api import ControlContext, make_app
 from cjb.gateway.control.enroll import Enroller, EnrollmentPolicy
 from cjb.gateway.control.registry import Registry
@@ -76,9 +76,9 @@ async def start(
 ) -> tuple[web.AppRunner, int]:
     """Start listening; returns the runner (cleanup() stops it) and the bound port."""
     # Handlers are short; do not wait long for idle keep-alive or stalled clients on stop.
-    runner = web.AppRunner(
-        make_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=3.0
-    )
+    app = make_app(ctx)
+    update_api.register(app, layout.root)  # image updates: their own module and store
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls_context(layout), reuse_address=True)
     await site.start()

@@ -161,7 +161,9 @@ class UpdateStore:
 
     @classmethod
     def open(cls, state_dir: Path, clock: Callable[[], float] = time.time) -> UpdateStore:
-        conn = sqlite3.connect(state_dir / "updates.sqlite3", isolation_level=None)
+        conn = sqlite3.connect(
+            state_dir / "updates.sqlite3", isolation_level=None, check_same_thread=False
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -1,0 +1,110 @@
+"""The device's update endpoints on a real HTTPS gateway (mTLS): offer, bundle, report, and the
+operator's `cjb gateway update` progress from the same state directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from controlkit import Device, Gateway, gateway
+
+from cjb.common.control.protocol import EnrollResponse
+from cjb.gateway.control.updates import Rollout, UpdateStore
+
+
+@pytest.fixture
+def gw(tmp_path: Path):
+    with gateway(tmp_path) as g:
+        yield g
+
+
+def _enrolled(gw: Gateway, serial: str, tenant: str, where: Path) -> tuple[Path, Path]:
+    dev = Device(serial)
+    gw.ctx.registry.add_device(dev.serial, dev.factory_public, tenant, "cjb-appliance")
+    r = gw.enroll(dev)
+    assert r.status == 200, r.text
+    resp = EnrollResponse.model_validate(r.body)
+    where.mkdir()
+    return dev.write_client_files(resp.device_certificate_pem, where)
+
+
+def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cjb.cli", "gateway", "update", *args, "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_offer_download_report_and_progress(gw: Gateway, tmp_path: Path) -> None:
+    a = _enrolled(gw, "SN-A", "acme", tmp_path / "a")
+    b = _enrolled(gw, "SN-B", "other", tmp_path / "b")
+    state = gw.layout.root
+    bundle = tmp_path / "v2.raucb"
+    bundle.write_bytes(b"signed bundle " * 1000)
+
+    # Nothing offered before a roll-out.
+    assert gw.request("GET", "/v1/device/update?running=1.0", client=a).status == 204
+    out = _cli(state, "release", "--version", "2.0", str(bundle))
+    assert out.returncode == 0, out.stderr
+    out = _cli(state, "start", "2.0", "--tenant", "acme")
+    assert out.returncode == 0 and "tenants ['acme']" in out.stdout, out.stderr
+
+    offer = gw.request("GET", "/v1/device/update?running=1.0", client=a)
+    assert offer.status == 200, offer.text
+    assert offer.body["version"] == "2.0"
+    assert offer.body["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    # Not selected, no certificate, or a bundle not offered to this device: refused.
+    assert gw.request("GET", "/v1/device/update?running=1.0", client=b).status == 204
+    assert gw.request("GET", "/v1/device/update").status == 401
+    assert gw.request("GET", offer.body["path"], client=b).status == 403
+    got = gw.request("GET", offer.body["path"], client=a)
+    assert got.status == 200 and got.text.encode() == bundle.read_bytes()
+    # Already running the offered version: nothing to do.
+    assert gw.request("GET", "/v1/device/update?running=2.0", client=a).status == 204
+
+    status = _cli(state, "status")
+    assert "2.0: 0/1 good, 0 failed, 0 pending (downloading 1)" in status.stdout, status.stdout
+
+    bad = gw.request(
+        "POST", "/v1/device/update/report", client=a,
+        data=json.dumps({"version": "2.0", "state": "exploded"}).encode(),
+    )  # fmt: skip
+    assert bad.status == 400 and "state" in bad.text
+    good = gw.request(
+        "POST", "/v1/device/update/report", client=a,
+        data=json.dumps({"version": "2.0", "state": "good", "running": "2.0"}).encode(),
+    )  # fmt: skip
+    assert good.status == 200, good.text
+    status = _cli(state, "status")
+    assert "2.0: 1/1 good, 0 failed, 0 pending" in status.stdout, status.stdout
+    assert "SN-A" in status.stdout and "running 2.0" in status.stdout
+    assert "SN-B" not in status.stdout  # not selected
+
+
+def test_a_device_that_rolled_back_is_not_offered_the_same_version_again(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    a = _enrolled(gw, "SN-C", "acme", tmp_path / "c")
+    bundle = tmp_path / "v3.raucb"
+    bundle.write_bytes(b"v3")
+    with UpdateStore.open(gw.layout.root) as store:
+        store.add_release("3.0", bundle)
+        store.start_rollout(Rollout("3.0", devices=frozenset({"SN-C"})))
+    assert gw.request("GET", "/v1/device/update?running=2.0", client=a).status == 200
+    r = gw.request(
+        "POST", "/v1/device/update/report", client=a,
+        data=json.dumps(
+            {"version": "3.0", "state": "rolled-back", "running": "2.0",
+             "detail": "no heartbeat from the new slot"}
+        ).encode(),
+    )  # fmt: skip
+    assert r.status == 200, r.text
+    assert gw.request("GET", "/v1/device/update?running=2.0", client=a).status == 204
+    status = _cli(gw.layout.root, "status")
+    assert "3.0: 0/1 good, 1 failed" in status.stdout, status.stdout
