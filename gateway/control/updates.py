@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}$")
+from cjb.common.control import image_version
+
+VERSION_RE = image_version.VERSION_RE
 # What a device reports, in order; "rolled-back": it came back on the old slot by itself.
 STATES = ("offered", "downloading", "installed", "good", "failed", "rolled-back")
 DONE = ("good",)
@@ -34,12 +35,10 @@ class UpdateError(ValueError):
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version):
-        raise UpdateError(
-            f"version {version!r}: 1-64 characters of A-Z a-z 0-9 . + ~ _ -, "
-            "starting with a letter or digit"
-        )
-    return version
+    try:
+        return image_version.check_version(version)
+    except image_version.VersionError as exc:
+        raise UpdateError(str(exc)) from None
 
 
 def bucket(version: str, serial: str) -> int:
