@@ -22,7 +22,7 @@ from cjb.common.netlink import netns
 
 # No PXE option ROM on the NICs (romfile=): the firmware goes straight to the disk.
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
-AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")  # Debian qemu-efi-aarch64
 WAN_MAC = "52:54:00:cb:00:01"
 LAN_MAC = "52:54:00:cb:00:02"
 
@@ -35,7 +35,7 @@ def missing_tools(arch: str = "amd64") -> str | None:
                 "needs qemu-system-x86_64 and OVMF: apt-get install -y "
                 "--no-install-recommends qemu-system-x86 ovmf"
             )
-    elif shutil.which("qemu-system-aarch64") is None or not AAVMF_CODE.is_file():
+    elif shutil.which("qemu-system-aarch64") is None or not AAVMF.is_file():
         return (
             "needs qemu-system-aarch64 and AAVMF: apt-get install -y "
             "--no-install-recommends qemu-system-arm qemu-efi-aarch64"
@@ -112,8 +112,9 @@ class Vm:
             machine = ["qemu-system-x86_64", "-machine", "q35", "-cpu", "max",
                        "-bios", str(OVMF)]  # fmt: skip
         else:
-            machine = ["qemu-system-aarch64", "-machine", "virt", "-cpu", "max",
-                       "-bios", str(AAVMF_CODE)]  # fmt: skip
+            # cortex-a72, not "max": emulating pointer authentication costs TCG dearly.
+            machine = ["qemu-system-aarch64", "-machine", "virt", "-cpu", "cortex-a72",
+                       "-bios", str(AAVMF)]  # fmt: skip
         return [
             *machine,
             "-accel", "tcg,thread=multi",
