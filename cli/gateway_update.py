@@ -4,10 +4,36 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from cjb.cli.gateway import _registry, state_dir_option
+if TYPE_CHECKING:
+    from cjb.gateway.control.registry import Registry
+    from cjb.gateway.control.updates import UpdateStore
+
+# The same option as the other `cjb gateway` commands (not imported: cli/gateway.py imports
+# this module to register the group).
+state_dir_option = click.option(
+    "--state-dir",
+    envvar="CJB_GATEWAY_STATE",
+    default="/var/lib/cjb-gateway",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Gateway state directory (CA, keys, registry). Env: CJB_GATEWAY_STATE.",
+)
+
+
+def _registry(state_dir: Path) -> Registry:
+    from cjb.gateway.control.registry import Registry
+    from cjb.gateway.control.statedir import StateDir
+
+    layout = StateDir(state_dir)
+    if not layout.registry.exists():
+        raise click.ClickException(
+            f"{layout.registry}: no registry; run `cjb gateway init --state-dir {state_dir}`"
+        )
+    return Registry.open(layout.registry)
 
 
 @click.group()
@@ -15,7 +41,7 @@ def update() -> None:
     """Appliance image updates: add a signed release, roll it out in stages, watch progress."""
 
 
-def _store(state_dir: Path):  # type: ignore[no-untyped-def]
+def _store(state_dir: Path) -> UpdateStore:
     from cjb.gateway.control.updates import UpdateStore
 
     if not state_dir.is_dir():
