@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,76 @@ def test_a_device_that_rolled_back_is_not_offered_the_same_version_again(
     assert gw.request("GET", "/v1/device/update?running=2.0", client=a).status == 204
     status = _cli(gw.layout.root, "status")
     assert "3.0: 0/1 good, 1 failed" in status.stdout, status.stdout
+
+
+# -- the appliance's updater against the same gateway ----------------------------------------
+
+
+def _updater(gw: Gateway, client: tuple[Path, Path], tmp: Path, running: str, install):  # type: ignore[no-untyped-def]
+    from cjb.appliance.updater import Updater
+
+    return Updater("127.0.0.1", gw.port, gw.ssl(client), tmp / "dl", running, install=install)
+
+
+def test_appliance_updater_downloads_verifies_installs_and_reports(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    from cjb.appliance.updater import UpdateFailed, confirm_boot
+
+    a = _enrolled(gw, "SN-U", "acme", tmp_path / "u")
+    bundle = tmp_path / "v2.raucb"
+    bundle.write_bytes(os.urandom(300_000))
+    with UpdateStore.open(gw.layout.root) as store:
+        store.add_release("2.0", bundle)
+        store.start_rollout(Rollout("2.0", tenants=frozenset({"acme"})))
+
+    installed: list[bytes] = []
+    up = _updater(gw, a, tmp_path, "1.0", lambda p: installed.append(p.read_bytes()))
+    assert up.check_once() == "2.0"
+    assert installed == [bundle.read_bytes()]  # byte for byte through mTLS
+    assert not list((tmp_path / "dl").iterdir())  # the download does not linger
+    with UpdateStore.open(gw.layout.root) as store:
+        assert store.report("SN-U").state == "installed"  # type: ignore[union-attr]
+
+    # After the reboot into 2.0 and a heartbeat: marked good, reported good.
+    marked: list[bool] = []
+    after = _updater(gw, a, tmp_path, "2.0", lambda p: None)
+    confirm_boot(after, "2.0", mark_good=lambda: marked.append(True))
+    assert marked == [True]
+    assert after.check_once() is None  # runs the offered version: nothing to do
+    assert "2.0: 1/1 good" in _cli(gw.layout.root, "status").stdout
+
+    # An installer failure (a bad signature, say) is reported as failed, not retried.
+    v3 = tmp_path / "v3.raucb"
+    v3.write_bytes(b"not really signed" * 100)
+    with UpdateStore.open(gw.layout.root) as store:
+        store.add_release("3.0", v3)
+        store.start_rollout(Rollout("3.0", devices=frozenset({"SN-U"})))
+
+    def refuse(_p: Path) -> None:
+        raise UpdateFailed("rauc install: signature verification failed")
+
+    with pytest.raises(UpdateFailed, match="signature"):
+        _updater(gw, a, tmp_path, "2.0", refuse).check_once()
+    with UpdateStore.open(gw.layout.root) as store:
+        rep = store.report("SN-U")
+        assert rep is not None and rep.state == "failed" and "signature" in rep.detail
+    assert _updater(gw, a, tmp_path, "2.0", refuse).offer() is None
+
+
+def test_appliance_updater_refuses_a_bundle_that_does_not_match_its_offer(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    from cjb.appliance.updater import UpdateFailed
+
+    a = _enrolled(gw, "SN-V", "acme", tmp_path / "v")
+    bundle = tmp_path / "v2.raucb"
+    bundle.write_bytes(b"original" * 1000)
+    with UpdateStore.open(gw.layout.root) as store:
+        store.add_release("2.0", bundle)
+        store.start_rollout(Rollout("2.0", devices=frozenset({"SN-V"})))
+    bundle.write_bytes(b"swapped!" * 1000)  # same size, other bytes: after the gateway hashed
+    installed: list[Path] = []
+    with pytest.raises(UpdateFailed, match="sha256 does not match"):
+        _updater(gw, a, tmp_path, "1.0", installed.append).check_once()
+    assert installed == [] and not list((tmp_path / "dl").iterdir())

@@ -401,13 +401,31 @@ def _unit_props(init: int, *names: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
+def _host_pid(init: int, inner: int) -> int:
+    """The host's PID of the container's process `inner` (same PID namespace as `init`)."""
+    ns = os.readlink(f"/proc/{init}/ns/pid")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        nspid = next(ln for ln in status.splitlines() if ln.startswith("NSpid:")).split()
+        if int(nspid[-1]) == inner:
+            return int(entry)
+    raise AssertionError(f"no host process for container PID {inner}")
+
+
 def _hung_agent_is_restarted_by_the_watchdog(init: int) -> None:
     """SIGSTOP the agent (it stops sending WATCHDOG=1): systemd must kill it after
     WatchdogSec and start a new one, which says READY=1 again."""
     props = _unit_props(init, "Type", "WatchdogUSec", "MainPID", "NRestarts")
     assert props["Type"] == "notify" and props["WatchdogUSec"] == "30s", props
     hung = props["MainPID"]
-    _inside(init, "kill", "-STOP", hung)
+    os.kill(_host_pid(init, int(hung)), signal.SIGSTOP)  # the image has no kill(1)
     stopped = time.monotonic()
     deadline = stopped + 30 + 5 + 60  # WatchdogSec + RestartSec + a slow start
     after: dict[str, str] = {}
