@@ -83,6 +83,7 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
     out.mkdir(parents=True, exist_ok=True)
     state = up(1, False, log=lambda _m: None, transport="wireguard")
     vm: vmkit.Vm | None = None
+    journal = ""
     passed = False
     try:
         gw_state = gateway_state_dir(state.run_dir)
@@ -154,3 +155,7 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
             shutil.copy(dnsmasq_log, out / "dnsmasq.log")
         left = down(log=lambda _m: None, only=state.run_id)
         assert not left, f"left behind: {left}"
+    # From the guest's own journal: systemd drives the board's hardware watchdog (q35's
+    # iTCO), and the agent's unit became active only on its READY=1 (Type=notify).
+    assert "Watchdog running with a hardware timeout of 30s" in journal, journal[-3000:]
+    assert "Started cjb-appliance.service" in journal
