@@ -25,6 +25,7 @@ from cjb.appliance.control_client import ControlClient
 from cjb.appliance.enrolled import EnrolledAgent
 from cjb.appliance.keys import IdentityError, device_keys, load_factory
 from cjb.appliance.lan import scaled
+from cjb.appliance.sd_notify import Notifier
 from cjb.appliance.store import Store
 from cjb.appliance.tunnel import PlainVxlanBuilder, TunnelBuilder
 from cjb.appliance.wan_input import InputSpec, WanInput
@@ -126,7 +127,7 @@ def run_enrolled(cfg: ApplianceModel, stop: threading.Event) -> None:
             agent.identity.serial,
             agent.identity.fingerprint,
         )
-        agent.run(stop)
+        agent.run(stop, Notifier())
 
 
 def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
@@ -137,6 +138,7 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
     t = cfg.tunnel
     # Plain VXLAN is the trusted-link mode: VXLAN only from the configured gateway address.
     inputs = InputSpec(t.vni, t.port, t.remote, None, (cfg.bridge,))
+    notify = Notifier()
     with RealKernel() as kernel:
         wan_input = WanInput(kernel) if cfg.wan_input else None
         while not stop.is_set():
@@ -178,4 +180,12 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
                     "error": error,
                 },
             )
-            stop.wait(cfg.check_interval)
+            notify.ready()
+            notify.alive()
+            ping = notify.next_ping()
+            wait = (
+                cfg.check_interval
+                if ping is None
+                else min(cfg.check_interval, ping - time.monotonic())
+            )
+            stop.wait(max(0.0, wait))

@@ -51,6 +51,7 @@ from cjb.appliance.lifecycle import (
     Result,
     SendHeartbeat,
 )
+from cjb.appliance.sd_notify import Notifier
 from cjb.appliance.store import Store
 from cjb.appliance.tunnel import TunnelBuilder, TunnelError, TunnelRequest, TunnelStatus
 from cjb.appliance.wan_filter import TABLE_FAMILY, TABLE_NAME, FilterSpec, filter_table
@@ -143,7 +144,10 @@ class EnrolledAgent:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, notify: Notifier | None = None) -> None:
+        """The loop; `notify` gets READY=1 after the first tick and WATCHDOG=1 from every
+        pass (appliance/sd_notify.py), so systemd restarts an agent that stops passing."""
+        notify = notify or Notifier({})
         # HTTP calls run on one worker thread, so a gateway that times out never delays the
         # repair tick; everything else (the machine, the kernel) stays on this thread.
         self._http = ThreadPoolExecutor(1, thread_name_prefix="cjb-http")
@@ -156,11 +160,16 @@ class EnrolledAgent:
                 if now >= next_tick:
                     self.tick()
                     next_tick = now + self.cfg.check_interval
+                    notify.ready()
                 self._collect()
                 self._execute(self.machine.on_timer(self.clock()))
                 self.write_status()
+                notify.alive()
                 deadline = self.machine.next_deadline()
                 wake = next_tick if deadline is None else min(next_tick, deadline)
+                ping = notify.next_ping()
+                if ping is not None:
+                    wake = min(wake, ping)
                 if self._inflight is not None:
                     wake = min(wake, self.clock() + POLL_INFLIGHT)
                 stop.wait(max(0.0, wake - self.clock()))

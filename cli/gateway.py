@@ -618,3 +618,9 @@ def catalog_set(state_dir: Path, tenant: str, file: TextIO) -> None:
         except ControlError as exc:
             raise click.ClickException(exc.message) from None
     click.echo(f"tenant {t.name}: {len(services)} service(s), config_version {t.config_version}")
+
+
+# `cjb gateway update …` lives in its own module (image updates, docs/decisions/0009-updates.md).
+from cjb.cli.gateway_update import update as _update  # noqa: E402
+
+gateway.add_command(_update)

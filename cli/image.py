@@ -140,3 +140,30 @@ def flash(image_path: Path, target: Path) -> None:
         run_flash(image_path, target, echo=lambda line: click.echo(line, err=True))
     except ImageError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@image.command("bundle")
+@click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, path_type=Path))
+@click.option("--version", "version", required=True, help="The image version (e.g. 2.0).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The .raucb.")
+@click.option("--cert", required=True, type=click.Path(path_type=Path), help="Signing cert (PEM).")
+@click.option("--key", required=True, type=click.Path(path_type=Path), help="Its key (PEM).")
+@click.option(
+    "--keyring",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The operator CA baked into the images (--operator-ca of `build`): checked after signing.",
+)
+@click.option("--arch", type=click.Choice(["amd64", "arm64"]), default="amd64", show_default=True)
+def bundle(
+    image_path: Path, version: str, out: Path, cert: Path, key: Path, keyring: Path, arch: str
+) -> None:
+    """Make IMAGE's root file system a signed RAUC update bundle for `cjb gateway update`."""
+    from cjb.appliance.image.bundle import BundleOptions
+    from cjb.appliance.image.bundle import bundle as run_bundle
+
+    try:
+        path = run_bundle(BundleOptions(image_path, version, out, cert, key, keyring, arch))
+    except ImageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{path}: version {version}, signed, verified against {keyring}")

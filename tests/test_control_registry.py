@@ -16,7 +16,7 @@ import pytest
 from controlkit import Device
 
 from cjb.gateway.control.errors import ControlError
-from cjb.gateway.control.migrations import MIGRATIONS, migrate
+from cjb.gateway.control.migrations import MIGRATIONS, migrate, newest_version
 from cjb.gateway.control.nonces import NonceStore, NonceVerdict
 from cjb.gateway.control.ratelimit import RateLimiter
 from cjb.gateway.control.registry import Allocation, EnrollmentRecord, Registry
@@ -77,13 +77,16 @@ def test_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) -> N
     conn.commit()
     conn.close()
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(ControlError, match=r"schema version 99 is newer than this CJB knows \(1\)"):
+    with pytest.raises(
+        ControlError,
+        match=rf"schema version 99 is newer than this CJB knows \({newest_version()}\)",
+    ):
         Registry.open(db)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     state = tmp_path / "gw"
     init_state_dir(state, ["gw.test"], "gw.test:51820", "::", 8443)
     conn = sqlite3.connect(StateDir(state).registry)
-    conn.execute("INSERT INTO schema_migrations VALUES (2, 0)")
+    conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (newest_version() + 1,))
     conn.commit()
     conn.close()
     from click.testing import CliRunner
@@ -92,7 +95,10 @@ def test_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) -> N
 
     result = CliRunner().invoke(main, ["gateway", "device", "list", "--state-dir", str(state)])
     assert result.exit_code == 1
-    assert "schema version 2 is newer than this CJB knows (1)" in result.output
+    newer = (
+        f"schema version {newest_version() + 1} is newer than this CJB knows ({newest_version()})"
+    )
+    assert newer in result.output
     assert "downgrades are not supported" in result.output
 
 

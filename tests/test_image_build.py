@@ -183,6 +183,8 @@ def test_root_has_agent_units_networkd_and_operator_settings(built: Built) -> No
     unit = (root / "etc/systemd/system/cjb-appliance.service").read_text()
     for line in (
         "Restart=on-failure",
+        "Type=notify",
+        "WatchdogSec=30s",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/cjb",
@@ -190,6 +192,8 @@ def test_root_has_agent_units_networkd_and_operator_settings(built: Built) -> No
     ):
         assert line in unit
     assert (root / "etc/systemd/system/multi-user.target.wants/cjb-appliance.service").is_symlink()
+    watchdog = (root / "etc/systemd/system.conf.d/cjb-watchdog.conf").read_text()
+    assert "RuntimeWatchdogSec=30s" in watchdog
     assert "Kind=bridge" in (root / "etc/systemd/network/10-br-lan.netdev").read_text()
     assert "DHCP=yes" in (root / "etc/systemd/network/30-br-lan.network").read_text()
     assert (root / "etc/cjb/gateway-url").read_text() == f"{GATEWAY_URL}\n"
@@ -381,6 +385,7 @@ def test_built_root_boots_and_runs_the_agent_under_its_unit(
         assert "Restart=on-failure" in props and "NRestarts=0" in props
         failed = _inside(init, "systemctl", "--failed", "--plain", "--no-legend").stdout
         assert failed.strip() == "", f"failed units in the image: {failed}"
+        _hung_agent_is_restarted_by_the_watchdog(init)
     finally:
         proc.send_signal(signal.SIGTERM)  # nspawn turns it into an orderly shutdown
         try:
@@ -389,6 +394,54 @@ def test_built_root_boots_and_runs_the_agent_under_its_unit(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _unit_props(init: int, *names: str) -> dict[str, str]:
+    out = _inside(init, "systemctl", "show", "cjb-appliance.service", "-p", ",".join(names))
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def _host_pid(init: int, inner: int) -> int:
+    """The host's PID of the container's process `inner` (same PID namespace as `init`)."""
+    ns = os.readlink(f"/proc/{init}/ns/pid")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        nspid = next(ln for ln in status.splitlines() if ln.startswith("NSpid:")).split()
+        if int(nspid[-1]) == inner:
+            return int(entry)
+    raise AssertionError(f"no host process for container PID {inner}")
+
+
+def _hung_agent_is_restarted_by_the_watchdog(init: int) -> None:
+    """SIGSTOP the agent (it stops sending WATCHDOG=1): systemd must kill it after
+    WatchdogSec and start a new one, which says READY=1 again."""
+    props = _unit_props(init, "Type", "WatchdogUSec", "MainPID", "NRestarts")
+    assert props["Type"] == "notify" and props["WatchdogUSec"] == "30s", props
+    hung = props["MainPID"]
+    os.kill(_host_pid(init, int(hung)), signal.SIGSTOP)  # the image has no kill(1)
+    stopped = time.monotonic()
+    deadline = stopped + 30 + 5 + 60  # WatchdogSec + RestartSec + a slow start
+    after: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        after = _unit_props(init, "MainPID", "NRestarts", "ActiveState", "SubState")
+        restarted = after["NRestarts"] == "1" and after["MainPID"] not in ("0", hung)
+        if restarted and after["ActiveState"] == "active":
+            break
+        time.sleep(1)
+    took = time.monotonic() - stopped
+    journal = _inside(init, "journalctl", "-b", "--no-pager", "-u", "cjb-appliance").stdout
+    assert after.get("ActiveState") == "active" and after.get("NRestarts") == "1", (
+        f"hung agent not restarted in {took:.0f} s: {after}\n{journal[-3000:]}"
+    )
+    assert "Watchdog timeout" in journal, journal[-3000:]
+    print(f"hung agent (SIGSTOP) restarted by the watchdog, active again after {took:.1f} s")
 
 
 # -- boot to provisioned, in the lab ----------------------------------------------------------

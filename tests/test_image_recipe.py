@@ -58,6 +58,21 @@ def test_checked_in_recipe_loads_and_lists_what_the_agent_needs() -> None:
     assert (recipe.overlay / "etc/systemd/system/cjb-appliance.service").is_file()
 
 
+def test_each_architecture_names_its_serial_console() -> None:
+    recipe = load_recipe()
+    assert "console=ttyS0" in recipe.cmdline("amd64")  # the PC UART
+    assert "console=ttyAMA0" in recipe.cmdline("arm64")  # the PL011 UART (virt, Raspberry Pi)
+    assert "ttyS0" not in recipe.cmdline("arm64")
+
+
+def test_the_agent_is_watched_and_the_board_arms_its_hardware_watchdog() -> None:
+    recipe = load_recipe()
+    unit = (recipe.overlay / "etc/systemd/system/cjb-appliance.service").read_text()
+    assert "Type=notify" in unit and "WatchdogSec=30s" in unit and "NotifyAccess=main" in unit
+    system = (recipe.overlay / "etc/systemd/system.conf.d/cjb-watchdog.conf").read_text()
+    assert "RuntimeWatchdogSec=30s" in system and "RebootWatchdogSec=" in system
+
+
 def test_base_key_is_stable_and_moves_with_every_input() -> None:
     recipe = load_recipe()
     mirrors = ("deb http://a bookworm main",)

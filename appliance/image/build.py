@@ -305,7 +305,7 @@ def build(
             )
             esp_img, root_img = work / "esp.img", work / "root.img"
             files = disk_mod.esp_files(
-                root, arch_recipe.efi_loader, arch_recipe.efi_name, recipe.kernel_cmdline, plan
+                root, arch_recipe.efi_loader, arch_recipe.efi_name, recipe.cmdline(opts.arch), plan
             )
             disk_mod.make_esp(files, esp_img, plan, work, sde, progress)
             disk_mod.make_root_fs(root, root_img, plan, recipe.root_label, sde, progress)

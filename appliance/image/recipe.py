@@ -24,6 +24,7 @@ class ArchRecipe:
     packages: tuple[str, ...]
     efi_loader: str  # path inside the root of the UEFI boot loader copied to the ESP
     efi_name: str  # its name under /EFI/BOOT/ (the UEFI removable-media default path)
+    kernel_cmdline: str | None = None  # replaces [system] kernel_cmdline (serial console names)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Recipe:
             raise ImageError(
                 f"the recipe has no [base.arch.{arch}] table; known: {sorted(self.arches)}"
             ) from None
+
+    def cmdline(self, arch: str) -> str:
+        return self.arch(arch).kernel_cmdline or self.kernel_cmdline
 
     def base_packages(self, arch: str) -> tuple[str, ...]:
         return tuple(sorted({*self.packages, *self.arch(arch).packages}))
@@ -98,6 +102,11 @@ def load_recipe(path: Path = DEFAULT_RECIPE) -> Recipe:
             packages=_strings(t, "packages", f"base.arch.{name}"),
             efi_loader=_get(t, "efi_loader", str, f"base.arch.{name}"),
             efi_name=_get(t, "efi_name", str, f"base.arch.{name}"),
+            kernel_cmdline=(
+                _get(t, "kernel_cmdline", str, f"base.arch.{name}")
+                if "kernel_cmdline" in t
+                else None
+            ),
         )
         for name, t in _get(base, "arch", dict, "base").items()
     }

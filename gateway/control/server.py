@@ -29,7 +29,7 @@ from aiohttp import web
 from cryptography import x509
 from prometheus_client.registry import Collector
 
-from cjb.gateway.control import pki
+from cjb.gateway.control import pki, update_api
 from cjb.gateway.control.api import ControlContext, make_app, make_operator_app
 from cjb.gateway.control.enroll import Enroller, EnrollmentPolicy
 from cjb.gateway.control.export import write_export
@@ -87,7 +87,12 @@ async def start(
 ) -> tuple[web.AppRunner, int]:
     """Start listening with the device app (or, `operator`, the operator app); returns the
     runner (cleanup() stops it) and the bound port."""
-    app = make_operator_app(ctx) if operator else make_app(ctx)
+    if operator:
+        app = make_operator_app(ctx)
+    else:
+        app = make_app(ctx)
+        # Image updates for devices: their own module and store, in the API's own directory.
+        update_api.register(app, layout.api_dir)
     # Handlers are short; do not wait long for idle keep-alive or stalled clients on stop.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()

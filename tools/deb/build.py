@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -213,12 +214,16 @@ def unit_names(stage: Path) -> list[str]:
 
 
 def state_directories(stage: Path) -> list[str]:
-    """/var/lib/<StateDirectory=> of every unit: where the registry of a newer CJB may be."""
+    """Where the registry of a newer CJB may be: each unit's StateDirectory= under /var/lib and
+    each `--state-dir` its ExecStart= names (the gateway's units use the latter: tmpfiles.d
+    gives the state directory's parts their owners, which a StateDirectory= would override)."""
     found = set()
     for unit in (stage / "lib/systemd/system").glob("*.service"):
         for line in unit.read_text().splitlines():
             if line.startswith("StateDirectory="):
                 found.update(f"/var/lib/{d}" for d in line.split("=", 1)[1].split())
+            elif line.startswith("ExecStart="):
+                found.update(re.findall(r"--state-dir[= ](\S+)", line))
     return sorted(found)
 
 
