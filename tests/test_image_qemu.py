@@ -28,6 +28,7 @@ import vmkit
 from cjb.appliance.image.build import BuildOptions, build
 from cjb.appliance.image.personalise import personalise
 from cjb.common.netlink import netns
+from cjb.gateway.control.statedir import StateDir
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -93,7 +94,7 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
             BuildOptions(
                 out_dir=tmp_path / "dist",
                 repo=_snapshot(tmp_path / "snapshot"),
-                operator_ca=gw_state / "ca/ca.pem",
+                operator_ca=StateDir(gw_state).ca_cert,
                 gateway_url=GATEWAY_URL,
                 cache_dir=CACHE,
             ),
