@@ -210,3 +210,36 @@ def test_real_bridge_lets_through_only_what_the_cloud_needs(
         assert final["from_wan"] == 1
     finally:
         cap.close()
+
+
+def _chains(script: str) -> dict[str, list[str]]:
+    """Each chain's rules in order, so a test can speak of one chain, not of a substring that
+    may stand in several."""
+    chains: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in script.splitlines():
+        line = raw.strip()
+        if line.startswith("chain ") and line.endswith("{"):
+            current = chains.setdefault(line.split()[1], [])
+        elif line == "}":
+            current = None
+        elif current is not None and line and not line.startswith("type filter"):
+            current.append(line)
+    return chains
+
+
+def test_unicast_not_for_the_cloud_is_dropped_and_counted() -> None:
+    """The unicast chain admits only the cloud's MACs and the service address, then drops:
+    a LAN's unicast to anyone else never crosses the WAN (the last rule is the verdict)."""
+    chains = _chains(filter_table(spec()).script())
+    unicast = chains["unicast"]
+    assert unicast[-1] == "counter name lan_only drop", unicast
+    assert all(rule.endswith("accept") for rule in unicast[:-1]), unicast
+    assert unicast[0] == f"ether daddr {{ {CLOUD_MAC} }} counter name unicast_ok accept"
+    # Every chain a frame can end in has a verdict for what it did not admit.
+    for name in ("group", "arp_limited", "discovery_limited", "ndp_limited"):
+        assert chains[name][-1].endswith("drop"), (name, chains[name])
+    assert chains["to_wan"] == [
+        "ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 jump unicast",
+        "jump group",
+    ]
