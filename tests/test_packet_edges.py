@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from cjb.common.packet import ipv4, ipv6, ndp, transport
+from cjb.common.packet import checksum, icmp, ipv4, ipv6, ndp, transport
 from cjb.common.packet.errors import Invalid, Problem
 
 SRC6 = bytes.fromhex("fe80000000000000000000000000000a")
@@ -152,3 +152,44 @@ def test_tcp_options_padded_to_32_bits(options: bytes, padded: int) -> None:
     assert len(built) == 20 + padded
     assert built[12] >> 4 == (20 + padded) // 4
     assert built[20:] == options + bytes(padded - len(options))
+
+
+def test_ipv6_flow_label_parsed_alone() -> None:
+    packet = bytearray(_v6(b""))
+    packet[0:4] = (0x6 << 28 | 0xAB << 20 | 0x12345).to_bytes(4, "big")
+    got = ipv6.parse_ipv6(bytes(packet))
+    assert isinstance(got, ipv6.IPv6Header)
+    assert (got.traffic_class, got.flow_label) == (0xAB, 0x12345)
+
+
+def test_eight_extension_headers_are_walked_nine_are_refused() -> None:
+    # The walk is bounded (untrusted input), at MAX_EXTENSION_HEADERS exactly.
+    def chain(n: int) -> bytes:
+        headers = b"".join(bytes([60 if i < n - 1 else 17, 0]) + bytes(6) for i in range(n))
+        return _v6(headers + bytes(8), next_header=60)
+
+    eight = chain(ipv6.MAX_EXTENSION_HEADERS)
+    got = ipv6.walk_extensions(eight, 60, len(eight))
+    assert isinstance(got, ipv6.ExtensionChain)
+    assert (got.upper_layer, got.upper_offset) == (17, 40 + 8 * ipv6.MAX_EXTENSION_HEADERS)
+    nine = chain(ipv6.MAX_EXTENSION_HEADERS + 1)
+    assert ipv6.walk_extensions(nine, 60, len(nine)) == Invalid(
+        Problem.MALFORMED, f"ipv6: more than {ipv6.MAX_EXTENSION_HEADERS} extension headers"
+    )
+
+
+def test_ipv6_pseudo_header_carries_a_32_bit_length() -> None:
+    # RFC 8200 §8.1: the Upper-Layer Packet Length is a 32-bit field (jumbograms, RFC 2675).
+    length = 0x0001_0002
+    pseudo = SRC6 + DST6 + length.to_bytes(4, "big") + bytes(3) + bytes([17])
+    assert checksum.pseudo_header_sum_v6(SRC6, DST6, 17, length) == checksum.ones_sum(pseudo)
+
+
+def test_icmpv4_error_types_are_rfc_1122s() -> None:
+    # RFC 1122 §3.2.2: Destination Unreachable, Source Quench, Redirect, Time Exceeded,
+    # Parameter Problem; an error is never sent about one of these.
+    assert frozenset({3, 4, 5, 11, 12}) == icmp.V4_ERROR_TYPES
+
+
+def test_udp_header_without_checksum_has_zero() -> None:
+    assert transport.build_udp(5353, 5353, 8) == bytes.fromhex("14e9 14e9 0008 0000")
