@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import random
 import re
@@ -651,11 +652,11 @@ def test_storm_stays_within_wan_rate(lab: LabState, report: Report) -> None:
     pps, burst = 100, 200  # FilterSpec defaults (appliance/wan_filter.py), per class
     # The bucket refills during the control windows: a full burst at every storm onset.
     allowed = 3 * (pps * (stormed + 2) + burst * onsets)
-    over = max(group_passed - allowed, 0)
+    over = max(math.ceil(group_passed - allowed), 0)
     report(
         "lan-storm", sent["eth0"], sent["eth0"] - min(over, sent["eth0"]), min(over, sent["eth0"]),
         f"{sent['eth0'] / max(stormed, 1e-9):.0f} fps storm over {onsets} windows "
-        f"({stormed:.0f}s), {group_passed} crossed the WAN (allowed {allowed}: 3x{pps}/s + "
+        f"({stormed:.0f}s), {group_passed} crossed the WAN (allowed {allowed:.0f}: 3x{pps}/s + "
         f"burst), dropped {delta['group_limited']} limited + {delta['lan_only']} LAN-only; "
         f"tenant2 answered {answered}/{probes} probes (latency in the test's assert)",
         means="storm frames kept within the WAN filter's policy (dropped, or within the "
