@@ -193,3 +193,10 @@ def test_icmpv4_error_types_are_rfc_1122s() -> None:
 
 def test_udp_header_without_checksum_has_zero() -> None:
     assert transport.build_udp(5353, 5353, 8) == bytes.fromhex("14e9 14e9 0008 0000")
+
+
+def test_ndp_link_layer_address_is_six_bytes_even_when_options_follow() -> None:
+    mac = bytes.fromhex("02005e00010a")
+    nonce = bytes([14, 1]) + bytes(6)  # RFC 3971 Nonce option after the LLA option
+    got = ndp.parse_neighbor_message(_ns(bytes([ndp.OPT_SOURCE_LLA, 1]) + mac + nonce))
+    assert isinstance(got, ndp.NeighborMessage) and got.link_layer_address == mac
