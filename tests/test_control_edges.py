@@ -6,17 +6,21 @@ settings' bounds, the CA serial's randomness. Each pins one behaviour of gateway
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from controlkit import Device, Gateway, gateway
 from cryptography import x509
 
 from cjb.common.control.protocol import EnrollResponse, ErrorBody
-from cjb.gateway.control import statedir
+from cjb.gateway.control import api, enroll, statedir
 from cjb.gateway.control.nonces import NonceStore, NonceVerdict
 from cjb.gateway.control.ratelimit import RateLimiter
 from cjb.gateway.control.registry import DeviceRow, TenantRow
@@ -119,3 +123,36 @@ def test_ca_serial_takes_63_random_bits(tmp_path: Path, monkeypatch: pytest.Monk
     layout = statedir.init_state_dir(tmp_path / "gw", ["localhost"], "gw.example:51820")
     ca = x509.load_pem_x509_certificate(layout.ca_cert.read_bytes())
     assert ca.serial_number == (1 << 63) - 1
+
+
+# -- every HTTP error the framework raises comes back as an ErrorBody ------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (web.HTTPBadRequest(), "bad-request"),
+        (web.HTTPNotFound(), "not-found"),
+        (web.HTTPMethodNotAllowed("PUT", ["GET"]), "method-not-allowed"),
+    ],
+)
+def test_framework_http_errors_become_error_bodies(exc: web.HTTPException, code: str) -> None:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        raise exc
+
+    async def call() -> web.StreamResponse:
+        return await api._errors(make_mocked_request("PUT", "/v1/x"), handler)
+
+    response = asyncio.run(call())
+    assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+    assert response.status == exc.status
+    body = ErrorBody.model_validate_json(response.body)
+    assert body.error == code
+    assert "PUT /v1/x" in body.message
+
+
+def test_enrollment_facts_are_immutable() -> None:
+    fields = {f: "x" for f in enroll.EnrollClaim.__dataclass_fields__}
+    claim = enroll.EnrollClaim(**fields)  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        claim.serial = "other"  # type: ignore[misc]
