@@ -35,6 +35,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +126,7 @@ def _copy_tree() -> None:
             shutil.copy2(src, dst)
 
 
-def _config(name: str) -> Path:
+def _config(name: str, timeout: float = 120.0) -> Path:
     module, tests = PACKAGES[name]
     present = [t for t in tests if (COPY / t).exists()]
     command = f"{sys.executable} -m pytest -x -q -p no:cacheprovider {FAST} {' '.join(present)}"
@@ -133,7 +134,7 @@ def _config(name: str) -> Path:
     path.write_text(
         "[cosmic-ray]\n"
         f'module-path = "{module}"\n'
-        "timeout = 120.0\n"
+        f"timeout = {timeout:.0f}.0\n"
         "excluded-modules = []\n"
         f'test-command = "{command}"\n'
         '[cosmic-ray.distributor]\nname = "local"\n'
@@ -145,12 +146,12 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(WORK), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def _init(name: str, sample: int | None, seed: int) -> Path:
+def _init(name: str, sample: int | None, seed: int, timeout: float) -> Path:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     session = WORK / f"{name}.sqlite"
-    config = _config(name)
+    config = _config(name, timeout)
     if session.exists():
         return session  # resume
     subprocess.run(
@@ -171,11 +172,14 @@ def _init(name: str, sample: int | None, seed: int) -> Path:
     return session
 
 
-def _baseline(name: str) -> None:
-    """The tests must pass on the unmutated copy, or every mutant would count as killed."""
+def _baseline(name: str) -> float:
+    """The tests must pass on the unmutated copy, or every mutant would count as killed.
+    Returns the per-mutant timeout: a mutant that makes them hang counts as killed."""
     command = _config(name).read_text().split('test-command = "')[1].split('"\n')[0]
+    start = time.monotonic()
     if subprocess.run(command, shell=True, cwd=COPY, env=_env(), check=False).returncode:  # noqa: S602
         sys.exit(f"{name}: the tests fail without any mutant; fix them first")
+    return max(30.0, 4 * (time.monotonic() - start))  # 4x: the machine may be busy
 
 
 def report(names: list[str]) -> None:
@@ -237,8 +241,8 @@ def main() -> int:
                     conn.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
     _copy_tree()
     for name in names:
-        _baseline(name)
-        session = _init(name, args.sample, args.seed)
+        timeout = _baseline(name)
+        session = _init(name, args.sample, args.seed, timeout)
         subprocess.run(
             [sys.executable, "-m", "cosmic_ray.cli", "exec", str(WORK / f"{name}.toml"),
              str(session)],
