@@ -23,8 +23,8 @@ from cjb.common.control.protocol import EnrollResponse, ErrorBody
 from cjb.gateway.control import api, enroll, statedir
 from cjb.gateway.control.nonces import NonceStore, NonceVerdict
 from cjb.gateway.control.ratelimit import RateLimiter
-from cjb.gateway.control.registry import DeviceRow, TenantRow
-from cjb.gateway.control.render import device_detail
+from cjb.gateway.control.registry import AuditRow, CertRow, DeviceRow, TenantRow
+from cjb.gateway.control.render import device_detail, device_table
 from cjb.gateway.control.settings import SettingsError, load_text
 
 # -- nonces: a refusal says why for twice the TTL -------------------------------------------
@@ -85,24 +85,105 @@ def test_device_endpoint_refuses_a_device_no_longer_enrolled(gw: Gateway, tmp_pa
     assert ErrorBody.model_validate(got.body).error == "device-revoked"
 
 
-# -- the operator's device view --------------------------------------------------------------
+# -- the operator's views (cjb gateway device list|show, the operator API) --------------------
+
+NOW = 1_764_000_000.0
+KEY = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefg="
+ACME = TenantRow("acme", 4096, ipaddress.IPv6Address("fd63:6a62:77::100"),
+                 ipaddress.IPv4Address("192.168.0.100"), "192.168.0.0/24", "192.168.0.1", 1400,
+                 [], 3, NOW - 500)  # fmt: skip
+FRESH = TenantRow("fresh", None, None, None, None, None, 1500, [], 1, NOW - 50)
 
 
-def test_device_detail_shows_the_overlay_address() -> None:
-    device = DeviceRow("SN-1", "k" * 44, "acme", "cjb-appliance", "enrolled", None, None,
-                       None, None, None, 0.0)  # fmt: skip
-    tenant = TenantRow("acme", 4096, ipaddress.IPv6Address("fd63:6a62:77::100"), None, None,
-                       None, 1400, [], 1, 0.0)  # fmt: skip
-    text = device_detail(device, tenant, [], [], 0.0)
-    assert "fd63:6a62:77::100" in text
-    unallocated = device_detail(
-        device,
-        TenantRow("acme", None, None, None, None, None, 1400, [], 1, 0.0),
-        [],
-        [],
-        0.0,
-    )
-    assert "overlay address    -" in unallocated
+def _device(serial: str, tenant: str | None, state: str, **over: object) -> DeviceRow:
+    base: dict[str, object] = {
+        "serial": serial, "factory_public_key": KEY, "tenant": tenant,
+        "model": "cjb-appliance", "state": state, "wireguard_public_key": None,
+        "enrolled_at": None, "last_seen": None, "last_peer": None, "heartbeat": None,
+        "created_at": NOW - 1000,
+    }  # fmt: skip
+    return DeviceRow(**{**base, **over})  # type: ignore[arg-type]
+
+
+def test_device_table_shows_allocation_only_for_enrolled_devices() -> None:
+    devices = [
+        _device("SN-1", "acme", "enrolled", last_seen=NOW - 12),
+        _device("SN-2", "acme", "revoked"),
+        _device("SN-3", None, "inventory"),
+    ]
+    text = device_table(devices, {"acme": ACME}, NOW)
+    assert text.splitlines() == [
+        "serial               tenant        state          vni  overlay                  last seen",
+        "SN-1                 acme          enrolled      4096  fd63:6a62:77::100        12s ago",
+        "SN-2                 acme          revoked          -  -                        -",
+        "SN-3                 -             inventory        -  -                        -",
+    ]
+    assert "(no devices" in device_table([], {}, NOW)
+
+
+def test_device_detail_lists_keys_allocation_heartbeat_certificates_audit() -> None:
+    device = _device(
+        "SN-1", "acme", "enrolled", wireguard_public_key=KEY[::-1], enrolled_at=NOW - 60,
+        last_seen=NOW - 5, last_peer="203.0.113.7",
+        heartbeat={"tunnel_up": True, "counters": {"rx": 5, "drops": 1}},
+    )  # fmt: skip
+    certs = [
+        CertRow("ab" * 32, 7, "SN-1", NOW - 60, NOW + 86400, None),
+        CertRow("cd" * 32, 6, "SN-1", NOW - 900, NOW - 10, None),
+        CertRow("ef" * 32, 5, "SN-1", NOW - 990, NOW + 86400, NOW - 900),
+    ]
+    audit = [AuditRow(2, NOW - 60, "enrolled", "SN-1", "203.0.113.7", None, {})]
+    text = device_detail(device, ACME, certs, audit, NOW)
+    assert text.splitlines() == [
+        "device SN-1",
+        "  tenant             acme",
+        "  model              cjb-appliance",
+        "  state              enrolled",
+        "  factory key        AbCdEfGhIj…",
+        "  WireGuard key      =gfedcba98…",
+        "  enrolled           2025-11-24 15:59:00Z (60s ago)",
+        "  last seen          2025-11-24 15:59:55Z (5s ago)",
+        "  last address       203.0.113.7",
+        "  VNI                4096",
+        "  overlay address    fd63:6a62:77::100",
+        "  service IPv4       192.168.0.100",
+        "  LAN                192.168.0.0/24 via 192.168.0.1, MTU 1400",
+        "  config version     3",
+        "  tunnel up          True",
+        "    drops            1",
+        "    rx               5",
+        "  certificates",
+        "    abababababababab…  until 2025-11-25  valid",
+        "    cdcdcdcdcdcdcdcd…  until 2025-11-24  expired",
+        "    efefefefefefefef…  until 2025-11-25  revoked",
+        "  audit (newest first)",
+        "    2025-11-24 15:59:00Z  enrolled                               203.0.113.7",
+    ]
+
+
+def test_device_detail_before_allocation() -> None:
+    text = device_detail(_device("SN-9", "fresh", "inventory"), FRESH, [], [], NOW)
+    assert "  VNI                - (allocated at enrollment)" in text
+    assert "  overlay address    -" in text
+    assert "  WireGuard key      -" in text
+    assert "  enrolled           -" in text
+
+
+def test_operator_api_documents() -> None:
+    assert api.tenant_doc(ACME) == {
+        "name": "acme", "vni": 4096, "overlay_address": "fd63:6a62:77::100",
+        "service_ipv4": "192.168.0.100", "lan_prefix": "192.168.0.0/24",
+        "lan_router": "192.168.0.1", "lan_mtu": 1400, "catalog": [], "config_version": 3,
+    }  # fmt: skip
+    fresh = api.tenant_doc(FRESH)
+    assert (fresh["overlay_address"], fresh["service_ipv4"], fresh["vni"]) == (None, None, None)
+
+
+def test_only_the_operator_refusal_asks_for_a_bearer_token() -> None:
+    # RFC 6750 §3: a 401 for a missing/wrong bearer token names the scheme.
+    assert api._error(401, "unauthorized", "m").headers["WWW-Authenticate"] == "Bearer"
+    assert "WWW-Authenticate" not in api._error(401, "client-certificate-required", "m").headers
+    assert "WWW-Authenticate" not in api._error(403, "unauthorized", "m").headers
 
 
 # -- settings bounds -------------------------------------------------------------------------
