@@ -21,6 +21,7 @@ from cryptography import x509
 
 from cjb.common.control.protocol import EnrollResponse, ErrorBody
 from cjb.gateway.control import api, enroll, statedir
+from cjb.gateway.control.errors import ControlError
 from cjb.gateway.control.nonces import NonceStore, NonceVerdict
 from cjb.gateway.control.ratelimit import RateLimiter
 from cjb.gateway.control.registry import AuditRow, CertRow, DeviceRow, TenantRow
@@ -237,3 +238,12 @@ def test_enrollment_facts_are_immutable() -> None:
     claim = enroll.EnrollClaim(**fields)  # type: ignore[arg-type]
     with pytest.raises(dataclasses.FrozenInstanceError):
         claim.serial = "other"  # type: ignore[misc]
+
+
+def test_catalog_for_an_unknown_tenant_is_not_found(gw: Gateway) -> None:
+    r = gw.operator("PUT", "/v1/operator/tenants/nope/catalog", data=b"[]")
+    assert r.status == 404, r.text
+    assert ErrorBody.model_validate(r.body).error == "unknown-tenant"
+    with pytest.raises(ControlError) as refused:
+        gw.ctx.registry.set_catalog("nope", [])
+    assert (refused.value.status, refused.value.code) == (404, "unknown-tenant")
