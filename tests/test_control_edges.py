@@ -233,11 +233,18 @@ def test_framework_http_errors_become_error_bodies(exc: web.HTTPException, code:
     assert "PUT /v1/x" in body.message
 
 
-def test_enrollment_facts_are_immutable() -> None:
-    fields = {f: "x" for f in enroll.EnrollClaim.__dataclass_fields__}
-    claim = enroll.EnrollClaim(**fields)  # type: ignore[arg-type]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        claim.serial = "other"  # type: ignore[misc]
+def test_enrollment_values_are_immutable() -> None:
+    """The claim, the registry's facts and the decision are values: a rule cannot edit
+    what another rule reads."""
+    kinds = [
+        k for k in vars(enroll).values() if dataclasses.is_dataclass(k) and isinstance(k, type)
+    ]
+    assert {"EnrollClaim", "DeviceFacts"} <= {k.__name__ for k in kinds}
+    for kind in kinds:
+        value = kind(**{f.name: "x" for f in dataclasses.fields(kind)})
+        field = dataclasses.fields(kind)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, "other")
 
 
 def test_catalog_for_an_unknown_tenant_is_not_found(gw: Gateway) -> None:
