@@ -190,6 +190,13 @@ def test_only_the_operator_refusal_asks_for_a_bearer_token() -> None:
 # -- settings bounds -------------------------------------------------------------------------
 
 
+def test_first_vni_bounded_by_24_bits() -> None:
+    # RFC 7348 §5: the VNI is a 24-bit field.
+    assert load_text("[tenants]\nfirst_vni = 16777215\n", Path("g.toml"))
+    with pytest.raises(SettingsError, match="first_vni"):
+        load_text("[tenants]\nfirst_vni = 16777216\n", Path("g.toml"))
+
+
 def test_wireguard_keepalive_bounded_at_ten_minutes() -> None:
     assert load_text("[wireguard]\nkeepalive_seconds = 600\n", Path("g.toml"))
     with pytest.raises(SettingsError, match="keepalive_seconds"):
@@ -202,9 +209,20 @@ def test_wireguard_keepalive_bounded_at_ten_minutes() -> None:
 def test_ca_serial_takes_63_random_bits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """RFC 5280 §4.1.2.2: positive and unpredictable; 8 random bytes give 63 bits."""
     monkeypatch.setattr(statedir.secrets, "token_bytes", lambda n: b"\xff" * n)
-    layout = statedir.init_state_dir(tmp_path / "gw", ["localhost"], "gw.example:51820")
+    # A state dir whose parents do not exist yet is created with them.
+    layout = statedir.init_state_dir(tmp_path / "srv" / "cjb" / "gw", ["localhost"], "gw:51820")
     ca = x509.load_pem_x509_certificate(layout.ca_cert.read_bytes())
     assert ca.serial_number == (1 << 63) - 1
+    # RFC 5280 §4.2.1.3: a CA key signs certificates and CRLs, nothing else.
+    usage = ca.extensions.get_extension_for_class(x509.KeyUsage)
+    assert usage.critical
+    used = {
+        name
+        for name in ("digital_signature", "content_commitment", "key_encipherment",
+                     "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign")
+        if getattr(usage.value, name)
+    }  # fmt: skip
+    assert used == {"key_cert_sign", "crl_sign"}
 
 
 # -- every HTTP error the framework raises comes back as an ErrorBody ------------------------
@@ -231,6 +249,20 @@ def test_framework_http_errors_become_error_bodies(exc: web.HTTPException, code:
     body = ErrorBody.model_validate_json(response.body)
     assert body.error == code
     assert "PUT /v1/x" in body.message
+
+
+def test_a_bug_in_a_handler_is_a_500_error_body_without_details() -> None:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        raise RuntimeError("secret detail")
+
+    async def call() -> web.StreamResponse:
+        return await api._errors(make_mocked_request("GET", "/v1/x"), handler)
+
+    response = asyncio.run(call())
+    assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+    assert response.status == 500
+    body = ErrorBody.model_validate_json(response.body)
+    assert body.error == "internal" and "secret detail" not in body.message
 
 
 def test_enrollment_values_are_immutable() -> None:
