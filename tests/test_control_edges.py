@@ -20,13 +20,27 @@ from controlkit import Device, Gateway, gateway
 from cryptography import x509
 
 from cjb.common.control.protocol import EnrollResponse, ErrorBody
+from cjb.common.tunnel_mtu import MIN_WIREGUARD_MTU
 from cjb.gateway.control import api, enroll, statedir
 from cjb.gateway.control.errors import ControlError
 from cjb.gateway.control.nonces import NonceStore, NonceVerdict
 from cjb.gateway.control.ratelimit import RateLimiter
-from cjb.gateway.control.registry import AuditRow, CertRow, DeviceRow, TenantRow
+from cjb.gateway.control.registry import (
+    Allocation,
+    AuditRow,
+    CertRow,
+    DeviceRow,
+    Registry,
+    TenantRow,
+)
 from cjb.gateway.control.render import device_detail, device_table
-from cjb.gateway.control.settings import SettingsError, load_text
+from cjb.gateway.control.settings import (
+    Settings,
+    SettingsError,
+    WireGuardSettings,
+    load_text,
+    render_template,
+)
 
 # -- nonces: a refusal says why for twice the TTL -------------------------------------------
 
@@ -190,17 +204,32 @@ def test_only_the_operator_refusal_asks_for_a_bearer_token() -> None:
 # -- settings bounds -------------------------------------------------------------------------
 
 
-def test_first_vni_bounded_by_24_bits() -> None:
-    # RFC 7348 §5: the VNI is a 24-bit field.
-    assert load_text("[tenants]\nfirst_vni = 16777215\n", Path("g.toml"))
-    with pytest.raises(SettingsError, match="first_vni"):
-        load_text("[tenants]\nfirst_vni = 16777216\n", Path("g.toml"))
+@pytest.mark.parametrize(
+    ("section", "key", "low", "high"),
+    [
+        ("tenants", "first_vni", 1, 0xFFFFFF),  # RFC 7348 §5: a 24-bit VNI
+        ("wireguard", "keepalive_seconds", 0, 600),
+        ("wireguard", "mtu", MIN_WIREGUARD_MTU, 9000),  # below: no 1280-byte LAN packet fits
+        ("enrollment", "certificate_days", 1, 825),
+        ("enrollment", "heartbeat_seconds", 5, 3600),
+        ("api", "port", 1, 65535),
+        ("wireguard", "listen_port", 1, 65535),
+        ("tenants", "vxlan_port", 1, 65535),
+    ],
+)
+def test_settings_bounds(section: str, key: str, low: int, high: int) -> None:
+    for good in (low, high):
+        settings = load_text(f"[{section}]\n{key} = {good}\n", Path("g.toml"))
+        assert getattr(getattr(settings, section), key) == good
+    for bad in (low - 1, high + 1):
+        with pytest.raises(SettingsError, match=f"{section}.{key}|{key}"):
+            load_text(f"[{section}]\n{key} = {bad}\n", Path("g.toml"))
 
 
-def test_wireguard_keepalive_bounded_at_ten_minutes() -> None:
-    assert load_text("[wireguard]\nkeepalive_seconds = 600\n", Path("g.toml"))
-    with pytest.raises(SettingsError, match="keepalive_seconds"):
-        load_text("[wireguard]\nkeepalive_seconds = 601\n", Path("g.toml"))
+def test_the_written_settings_file_holds_exactly_the_defaults() -> None:
+    """`cjb gateway init` writes the template, which says every value in it is the default."""
+    text = render_template("::", 8443, WireGuardSettings().endpoint)
+    assert load_text(text, Path("g.toml")) == Settings()
 
 
 # -- the CA certificate's serial -------------------------------------------------------------
@@ -286,3 +315,47 @@ def test_catalog_for_an_unknown_tenant_is_not_found(gw: Gateway) -> None:
     with pytest.raises(ControlError) as refused:
         gw.ctx.registry.set_catalog("nope", [])
     assert (refused.value.status, refused.value.code) == (404, "unknown-tenant")
+
+
+def test_vni_allocation_stops_at_24_bits(tmp_path: Path) -> None:
+    """RFC 7348 §5: 0xFFFFFF is the last VNI; past it, allocation refuses (507) rather
+    than hand out a VNI the wire cannot carry."""
+    plan = Allocation(
+        0xFFFFFF,
+        ipaddress.IPv6Network("fd63:6a62:77::/64"),
+        ipaddress.IPv6Address("fd63:6a62:77::100"),
+    )
+    with Registry.open(tmp_path / "registry.sqlite") as reg:
+        for n in (1, 2):
+            reg.add_device(f"SN-{n}", Device(f"SN-{n}").factory_public, f"t{n}", "cjb-appliance")
+        with reg._tx() as c:
+            Registry._allocate(c, "t1", plan)
+        t1 = reg.tenant("t1")
+        assert t1 is not None and t1.vni == 0xFFFFFF
+        with pytest.raises(ControlError) as refused, reg._tx() as c:
+            Registry._allocate(c, "t2", plan)
+        assert (refused.value.status, refused.value.code) == (507, "allocation-exhausted")
+
+
+def test_nonce_exactly_twice_the_ttl_old_is_still_remembered() -> None:
+    store = NonceStore(ttl=60.0, cap=100)
+    old = store.issue(0.0, b"\x01" * 32)
+    store.issue(120.0, b"\x02" * 32)
+    assert store.consume(old, 120.0) is NonceVerdict.EXPIRED
+
+
+def test_rate_limiter_remembers_4096_clients_by_default() -> None:
+    limiter = RateLimiter(rate=0.0, burst=1)
+    for n in range(4097):
+        limiter.allow(f"10.0.{n // 256}.{n % 256}", 0.0)
+    assert len(limiter) == 4096
+
+
+def test_ages_never_negative_and_start_at_zero() -> None:
+    # A heartbeat stamped by a clock slightly ahead shows as just now, not "-3s ago".
+    for seen in (NOW, NOW + 3):
+        text = device_detail(_device("SN-1", None, "inventory", last_seen=seen), None, [], [], NOW)
+        assert "(0s ago)" in text
+        assert "0s ago" in device_table(
+            [_device("SN-1", None, "inventory", last_seen=seen)], {}, NOW
+        )
