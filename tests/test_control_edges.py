@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from cjb.gateway.control.registry import (
     AuditRow,
     CertRow,
     DeviceRow,
+    EnrollmentRecord,
     Registry,
     TenantRow,
 )
@@ -359,3 +360,84 @@ def test_ages_never_negative_and_start_at_zero() -> None:
         assert "0s ago" in device_table(
             [_device("SN-1", None, "inventory", last_seen=seen)], {}, NOW
         )
+
+
+# -- the registry's own checks, under the write lock (what a race past the API meets) --------
+
+PLAN = Allocation(100, ipaddress.IPv6Network("fd63:6a62:77::/64"),
+                  ipaddress.IPv6Address("fd63:6a62:77::100"))  # fmt: skip
+
+
+def _record(serial: str, factory: str, wg: str, n: int = 1) -> EnrollmentRecord:
+    return EnrollmentRecord(
+        serial, factory, wg, ipaddress.IPv4Address("192.168.0.100"), "192.168.0.0/24",
+        "192.168.0.1", 1500, "{}", f"{n:064x}", n, NOW + 86400, "203.0.113.7",
+    )  # fmt: skip
+
+
+def _refused_by(call: Callable[[], object], status: int, code: str) -> None:
+    with pytest.raises(ControlError) as refused:
+        call()
+    assert (refused.value.status, refused.value.code) == (status, code)
+
+
+def test_registry_rechecks_every_precondition_of_an_enrollment(tmp_path: Path) -> None:
+    a, b = Device("SN-A"), Device("SN-B")
+    with Registry.open(tmp_path / "registry.sqlite") as reg:
+        reg.add_device(a.serial, a.factory_public, "acme", "cjb-appliance")
+        reg.add_device(b.serial, b.factory_public, "beta", "cjb-appliance")
+
+        def enroll_(serial: str, factory: str, wg: str, n: int = 1) -> object:
+            return reg.commit_enrollment(_record(serial, factory, wg, n), PLAN)
+
+        _refused_by(lambda: enroll_("SN-X", a.factory_public, "w" * 44), 403, "unknown-serial")
+        _refused_by(
+            lambda: enroll_("SN-A", b.factory_public, "w" * 44), 403, "factory-key-mismatch"
+        )
+        enroll_("SN-A", a.factory_public, "w" * 44, 1)
+        # The same serial again with another WireGuard key: a clone (or a reset unit).
+        _refused_by(lambda: enroll_("SN-A", a.factory_public, "v" * 44, 2), 409, "clone-suspected")
+        # Another device presenting a WireGuard key already bound elsewhere.
+        _refused_by(
+            lambda: enroll_("SN-B", b.factory_public, "w" * 44, 3), 409, "wireguard-key-in-use"
+        )
+        _refused_by(lambda: reg.reinstate("SN-A", "test"), 409, "not-revoked")
+        reg.revoke("SN-A", "stolen", "test")
+        _refused_by(lambda: enroll_("SN-A", a.factory_public, "w" * 44, 4), 403, "device-revoked")
+
+
+def test_certificate_valid_through_its_not_after_second(gw: Gateway, tmp_path: Path) -> None:
+    """RFC 5280 §4.1.2.5: the validity period includes notAfter itself."""
+    dev = Device("SN-EDGE")
+    gw.ctx.registry.add_device(dev.serial, dev.factory_public, "acme", "cjb-appliance")
+    r = gw.enroll(dev)
+    assert r.status == 200, r.text
+    client = dev.write_client_files(EnrollResponse.model_validate(r.body).device_certificate_pem,
+                                    tmp_path)  # fmt: skip
+    (cert,) = gw.ctx.registry.certificates(dev.serial)
+    gw.clock.frozen, gw.clock.offset = cert.not_after, 0.0
+    assert gw.request("GET", "/v1/device/config", client=client).status == 200
+    gw.clock.frozen = cert.not_after + 1
+    got = gw.request("GET", "/v1/device/config", client=client)
+    assert got.status == 403 and ErrorBody.model_validate(got.body).error == "certificate-expired"
+
+
+def test_metrics_report_a_tunnel_down(gw: Gateway) -> None:
+    dev = Device("SN-EDGE")
+    gw.ctx.registry.add_device(dev.serial, dev.factory_public, "acme", "cjb-appliance")
+    assert gw.enroll(dev).status == 200
+    gw.ctx.registry.record_heartbeat(dev.serial, "203.0.113.7", {"tunnel_up": False})
+    text = gw.operator("GET", "/metrics").text
+    assert 'cjb_tenant_tunnel_up{serial="SN-EDGE",tenant="acme"} 0.0' in text
+    gw.ctx.registry.record_heartbeat(dev.serial, "203.0.113.7", {"tunnel_up": True})
+    text = gw.operator("GET", "/metrics").text
+    assert 'cjb_tenant_tunnel_up{serial="SN-EDGE",tenant="acme"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("key", "low"), [("nonce_burst", 1), ("max_outstanding_nonces", 16), ("enroll_burst", 1)]
+)
+def test_api_settings_lower_bounds(key: str, low: int) -> None:
+    assert getattr(load_text(f"[api]\n{key} = {low}\n", Path("g.toml")).api, key) == low
+    with pytest.raises(SettingsError, match=key):
+        load_text(f"[api]\n{key} = {low - 1}\n", Path("g.toml"))
