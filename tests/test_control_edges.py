@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -441,3 +442,14 @@ def test_api_settings_lower_bounds(key: str, low: int) -> None:
     assert getattr(load_text(f"[api]\n{key} = {low}\n", Path("g.toml")).api, key) == low
     with pytest.raises(SettingsError, match=key):
         load_text(f"[api]\n{key} = {low - 1}\n", Path("g.toml"))
+
+
+def test_state_dir_may_exist_empty_and_its_key_folders_are_private(tmp_path: Path) -> None:
+    """An empty folder made beforehand (e.g. systemd's StateDirectory=) is used as is; the
+    folders holding keys are 0700 whatever the umask lets through."""
+    root = tmp_path / "gw"
+    root.mkdir(mode=0o755)
+    statedir.init_state_dir(root, ["localhost"], "gw:51820")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for sub in ("ca", "tls", "wireguard"):
+        assert stat.S_IMODE((root / sub).stat().st_mode) == 0o700, sub
