@@ -10,7 +10,7 @@ CJB     := $(VENV)/bin/cjb
 # Debian packages the product and its tests use (tools/debian-packages.txt is the list).
 DEBS    := $(shell grep -v '^\#' tools/debian-packages.txt)
 
-.PHONY: setup system-packages demo test test-fast lint typecheck bench clean bpf fig8 deb
+.PHONY: setup system-packages demo test test-fast lint typecheck bench clean bpf fig8 deb mutation
 
 setup: system-packages $(VENV)/.installed bpf
 
@@ -40,7 +40,7 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,fuzz]'
 	touch $@
 
 demo: setup
@@ -70,9 +70,18 @@ bench: setup
 	$(PY) bench/xlat_core.py
 
 clean:
-	rm -rf $(VENV) .typecheck build *.egg-info
+	rm -rf $(VENV) .typecheck .mutation build *.egg-info
 
 # Fig. 8 of the paper, extended (issue 7): root, a few minutes; writes results/fig8.*
 fig8: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/fig8.py
+
+# Mutation testing of gateway/xlat, common/packet and gateway/control against the fast tests
+# that exercise each (tools/mutation.py; resumable, hours for every mutant, one worker).
+# SAMPLE=N tests a fixed-seed sample of N mutants per package; PACKAGES=packet narrows it.
+SAMPLE   ?=
+PACKAGES ?= packet control xlat
+mutation: setup
+	$(PY) -m pip install -q -e '.[mutation]'
+	$(PY) tools/mutation.py $(if $(SAMPLE),--sample $(SAMPLE)) $(foreach p,$(PACKAGES),--package $(p))

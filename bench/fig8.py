@@ -21,9 +21,10 @@ Topology (namespaces cjbf8<run>-*, removed on every exit):
 Run (root; Debian packages iperf3 tayga clang libbpf-dev; `pip install -e '.[bench]'`):
     python bench/fig8.py                 # 3 runs per point, 5 s each, N = 1..8
     python bench/fig8.py --quick         # 1 run per point, 3 s, N = 1,2,4,8
-Writes results/fig8.csv, results/fig8.md (table) and results/fig8.png, and copies them to
-bench/results/ (the committed copy of the latest run). Numbers on a shared machine are
-noisy: compare the ratios printed at the end, which come from one run.
+Writes results/fig8.csv, results/fig8.md (table: mean, standard deviation and range per
+point) and results/fig8.png, and copies them to bench/results/ (the committed copy) only
+when every point has at least 3 good runs. Numbers on a shared machine are noisy: compare
+the ratios printed at the end, which come from the means.
 """
 
 from __future__ import annotations
@@ -344,13 +345,21 @@ def tayga_running(names: Names, state: Path) -> Iterator[None]:
         proc.wait(10)
 
 
-def summarize(points: list[Point]) -> dict[tuple[str, int], tuple[float, float, float]]:
-    """(mode, tenants) -> (median, min, max) of the aggregate Mbit/s over runs."""
+MIN_RUNS_TO_PUBLISH = 3  # one run per point is an anecdote on a shared, noisy machine
+
+
+def good_runs(points: list[Point]) -> dict[tuple[str, int], list[float]]:
+    """(mode, tenants) -> the aggregate Mbit/s of each run that produced a figure."""
     groups: dict[tuple[str, int], list[float]] = {}
     for p in points:
         if p.total_mbps == p.total_mbps:  # NaN: a failed run, reported in the CSV only
             groups.setdefault((p.mode, p.tenants), []).append(p.total_mbps)
-    return {key: (statistics.median(v), min(v), max(v)) for key, v in groups.items()}
+    return groups
+
+
+def summarize(points: list[Point]) -> dict[tuple[str, int], tuple[float, float, float]]:
+    """(mode, tenants) -> (mean, min, max) of the aggregate Mbit/s over runs."""
+    return {k: (statistics.fmean(v), min(v), max(v)) for k, v in good_runs(points).items()}
 
 
 def write_results(
@@ -363,10 +372,12 @@ def write_results(
             per = " ".join(f"{x:.0f}" for x in p.per_client)
             f.write(f"{p.mode},{p.tenants},{p.run},{p.total_mbps:.1f},{per}\n")
     summary = summarize(points)
+    runs = good_runs(points)
     ns = sorted({p.tenants for p in points if p.mode in MODES})
     modes = [m for m in (*MODES, "tayga") if any(p.mode == m for p in points)]
     lines = [
-        f"Aggregate TCP throughput, Mbit/s: median (min-max) of {meta['runs']} run(s) of "
+        f"Aggregate TCP throughput, Mbit/s: mean ± standard deviation (min-max) of "
+        f"{meta['runs']} run(s) of "
         f"{meta['seconds']} s; userspace IO `{meta['userspace_io']}`; {meta['date']}; "
         "shared 2-core machine, noisy.",
         "",
@@ -376,8 +387,10 @@ def write_results(
     for m in modes:
         cells = []
         for n in ns:
-            s = summary.get((m, n))
-            cells.append(f"{s[0]:.0f} ({s[1]:.0f}-{s[2]:.0f})" if s else "")
+            s, v = summary.get((m, n)), runs.get((m, n), [])
+            sd = statistics.stdev(v) if len(v) > 1 else float("nan")
+            short = f" n={len(v)}" if len(v) != meta["runs"] else ""  # some runs failed
+            cells.append(f"{s[0]:.0f} ± {sd:.0f} ({s[1]:.0f}-{s[2]:.0f}){short}" if s else "")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", *ratio_lines(summary, ns)]
     (out / "fig8.md").write_text("\n".join(lines) + "\n")
@@ -388,22 +401,22 @@ def write_results(
 def ratio_lines(
     summary: dict[tuple[str, int], tuple[float, float, float]], ns: list[int]
 ) -> list[str]:
-    def med(m: str, n: int) -> float | None:
+    def mean(m: str, n: int) -> float | None:
         s = summary.get((m, n))
         return s[0] if s else None
 
     out = []
-    kt, kn, tg = med("kernel-translated", 1), med("kernel-native", 1), med("tayga", 1)
+    kt, kn, tg = mean("kernel-translated", 1), mean("kernel-native", 1), mean("tayga", 1)
     if kt and kn:
         out.append(f"- kernel translated / kernel native (N=1): {kt / kn:.2f} (target >= 0.95)")
     if kt and tg:
         out.append(f"- kernel translated / TAYGA (N=1): {kt / tg:.1f}x (target >= 5x)")
-    ut = med("userspace-translated", 1)
+    ut = mean("userspace-translated", 1)
     if ut:
         out.append(f"- userspace translated, one flow: {ut / 1000:.2f} Gbit/s (target >= 2)")
     top = max(ns)
     for m in MODES:
-        a, b = med(m, 1), med(m, top)
+        a, b = mean(m, 1), mean(m, top)
         if a and b:
             out.append(f"- {m}: N={top} aggregate / N=1: {b / a:.2f} (target >= 1)")
     return out
@@ -582,6 +595,13 @@ def main() -> int:
     shutil.rmtree(state, ignore_errors=True)  # gateway logs: kept only when a run failed
     write_results(points, args.out, meta)
     if args.no_publish:
+        args.publish = None
+    fewest = min((len(v) for v in good_runs(points).values()), default=0)
+    if args.publish and fewest < MIN_RUNS_TO_PUBLISH:
+        print(
+            f"fig8: not copied to {args.publish}: a point has {fewest} good run(s), "
+            f"fewer than {MIN_RUNS_TO_PUBLISH}"
+        )
         args.publish = None
     if args.publish:
         args.publish.mkdir(parents=True, exist_ok=True)

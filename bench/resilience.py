@@ -6,9 +6,11 @@
         coverage-guided fuzzing, 1,000,000-nonce flood (about 35 minutes)
     ... bench/resilience.py -k isolation                 # extra arguments go to pytest
 
-It runs tests/resilience/ under pytest (each test prints "name: N tried, N survived, N lost"),
-collects those lines and prints them as one table, then pytest's verdict. Exit status is
-pytest's. Without root the lab items skip with their reason.
+It runs tests/resilience/ under pytest (each test writes its rows as it counts them, see
+tests/resilience/reskit.py), prints them as one table (a row that lost anything, or whose test
+failed, shows FAIL), then pytest's verdict and the path of pytest's full log (kept, so a
+failure can be read in full; --log chooses the path). Exit status is pytest's. Without root
+the lab items skip with their reason.
 """
 
 from __future__ import annotations
@@ -22,23 +24,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "tests" / "resilience"
 
 
-def _table(rows: list[dict[str, object]]) -> str:
+def _reskit() -> Any:
     spec = importlib.util.spec_from_file_location("resilience_reskit", SUITE / "reskit.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    text: str = mod.table(rows)
-    return text
+    return mod
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--long", action="store_true", help="the issue's full counts (CJB_LONG=1)")
+    parser.add_argument("--log", type=Path, help="where to keep pytest's full output")
     args, pytest_args = parser.parse_known_args()
     if os.geteuid() != 0:
         print("note: not root, the lab items (isolation, kills, WAN faults, load) will skip")
@@ -54,11 +57,19 @@ def main() -> int:
             cwd=ROOT, env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         took = time.monotonic() - start
-        rows = (
+        records = (
             [json.loads(line) for line in results.read_text().splitlines()]
             if results.exists()
             else []
         )
+    reskit = _reskit()
+    rows = reskit.merge(records)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log = args.log or Path(tempfile.gettempdir()) / f"cjb-resilience-{stamp}.log"
+    log.write_text(
+        f"$ pytest {SUITE} {' '.join(pytest_args)}\n\n--- stdout\n{proc.stdout}"
+        f"\n--- stderr\n{proc.stderr}"
+    )
     verdict = [
         ln
         for ln in proc.stdout.splitlines()
@@ -70,11 +81,12 @@ def main() -> int:
         print(proc.stderr[-2000:])
     mode = "long (CJB_LONG=1)" if args.long else "CI subset"
     print(f"\nCJB resilience suite, {mode}: {took:.0f}s\n")
-    print(_table(rows) if rows else "(no figures: nothing ran)")
+    print(reskit.table(rows) if rows else "(no figures: nothing ran)")
     print()
     for line in verdict:
         print(line)
     print(final)
+    print(f"pytest's full log: {log}")
     return proc.returncode
 
 
