@@ -190,7 +190,8 @@ def test_revoked_device_retrying(gw: Gateway, report: Report) -> None:
     report(
         "enroll-revoked-retry", n, refused, n - refused,
         f"{dict(statuses)}, {n / took:.0f} tries/s",
-        means="retry refused 403 enroll-refused, the wire hiding the reason (lost = any other answer)",
+        means="retry refused 403 enroll-refused, the wire hiding the reason "
+        "(lost = any other answer)",
     )  # fmt: skip
     assert statuses == {"403 enroll-refused": n}, statuses  # the wire hides the reason
     assert _events(gw, dev.serial)[("enroll-refused", "device-revoked")] == n

@@ -592,8 +592,8 @@ def test_gateway_units_run_the_gateway_under_systemd(report: Report) -> None:
                          f"/etc/systemd/system/{dataplane}", check=False)  # fmt: skip
         assert not verify.strip(), verify
         boot_means = (
-            "units active as their own users (cjb-gw-api, cjb-gw-data) with exactly their capabilities, no_new_privs and "
-            "seccomp, the data plane's tenant running"
+            "units active as their own users (cjb-gw-api, cjb-gw-data) with exactly their "
+            "capabilities, no_new_privs and seccomp, the data plane's tenant running"
         )
 
         def tenant_running() -> bool:
