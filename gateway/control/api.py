@@ -52,6 +52,7 @@ from cjb.common.control.protocol import (
     NonceResponse,
     TunnelConfig,
 )
+from cjb.common.control.service_macs import NATIVE_LINK, SERVICE_LINK, service_mac
 from cjb.common.validation import validation_problems
 from cjb.gateway.control import metrics, pki
 from cjb.gateway.control.enroll import (
@@ -75,7 +76,6 @@ from cjb.gateway.control.registry import (
     TenantRow,
 )
 from cjb.gateway.control.settings import Settings
-from cjb.gateway.dataplane.kernel_spec import NATIVE_LINK, SERVICE_LINK, service_mac
 
 log = logging.getLogger("cjb.gateway.control")
 M = TypeVar("M", bound=BaseModel)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from cjb.common.control.service_macs import NATIVE_LINK, SERVICE_LINK, service_mac
 from cjb.common.netlink import (
     Existing,
     Link,
@@ -68,20 +69,6 @@ NATIVE_SYSCTLS = (
     ("ipv6.accept_dad", "0"),
     *NEIGHBOUR_RECOVERY,
 )
-
-
-SERVICE_LINK = 1  # link numbers inside service_mac()
-NATIVE_LINK = 2
-
-
-def service_mac(vni: int, link: int) -> str:
-    """A stable, locally administered MAC for a service-host link (02:c7:<VNI>:<link>).
-
-    Stable across gateway restarts and link re-creation, so LAN clients' ARP caches (which
-    hold the translated NDP answer's MAC) stay right when a tenant's link is rebuilt.
-    """
-    v = vni.to_bytes(3, "big")
-    return f"02:c7:{v[0]:02x}:{v[1]:02x}:{v[2]:02x}:{link:02x}"
 
 
 def _vnet(t: TenantSpec) -> bool:
