@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from cjb.common.tunnel_mtu import service_mtu_for
 from cjb.gateway.dataplane.config import (
     ConfigFileError,
     GatewayModel,
@@ -167,7 +168,7 @@ def tenant_show(config_path: Path, name: str) -> None:
         ("appliance underlay", str(t.appliance)),
         ("service IPv4 (LAN view)", str(t.service_ipv4)),
         ("service address", str(t.service_address)),
-        ("LAN MTU / service MTU", f"{t.lan_mtu} / {t.lan_mtu + 20}"),
+        ("LAN MTU / service MTU", f"{t.lan_mtu} / {service_mtu_for(t.lan_mtu)}"),
         ("tunnel port", t.tunnel_port),
         ("service link", f"{t.service_port} <-> {t.service_ifname} (service host)"),
         (

@@ -26,6 +26,7 @@ from cjb.common.netlink import (
     VethPeer,
     Vxlan,
 )
+from cjb.common.tunnel_mtu import service_mtu_for
 from cjb.gateway.dataplane.config import GatewayConfig, TenantSpec
 
 OWNER = "gw"
@@ -97,7 +98,7 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
         Link(
             t.service_port,
             Veth(peer=t.service_ifname, peer_netns=cfg.service_netns),
-            mtu=t.lan_mtu + 20,  # DESIGN §3: a full IPv4 packet grows by 20 bytes in IPv6
+            mtu=service_mtu_for(t.lan_mtu),
             sysctls=PORT_SYSCTLS,
             offloads_off=not _vnet(t),
             offloads_on=_vnet(t),
@@ -107,7 +108,7 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
         Link(
             t.service_ifname,
             VethPeer(of=t.service_port),
-            mtu=t.lan_mtu + 20,
+            mtu=service_mtu_for(t.lan_mtu),
             mac=service_mac(t.vni, SERVICE_LINK),
             addresses=(t.service_address,),
             sysctls=SERVICE_SYSCTLS,
