@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 import click
 
 from cjb.common.tunnel_mtu import service_mtu_for
+from cjb.common.validation import validation_problems
 from cjb.gateway.dataplane.config import (
     ConfigFileError,
     GatewayModel,
@@ -469,8 +470,8 @@ def device_add(state_dir: Path, serial: str, pubkey: str, tenant: str, model: st
     try:
         rec = InventoryRecord(serial=serial, factory_public_key=pubkey, tenant=tenant, model=model)
     except ValidationError as exc:
-        bad = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        raise click.ClickException(f"invalid {bad}: see `cjb gateway device add --help`") from None
+        problems = "; ".join(validation_problems(exc))
+        raise click.ClickException(f"{problems} (see `cjb gateway device add --help`)") from None
     with _registry(state_dir) as reg:
         try:
             added = reg.add_device(rec.serial, rec.factory_public_key, rec.tenant, rec.model)
@@ -497,9 +498,7 @@ def device_import(state_dir: Path, tenant: str | None, file: TextIO) -> None:
         try:
             rec = InventoryRecord.model_validate_json(line)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(validation_problems(exc, top="line"))
             raise click.ClickException(f"{file.name}:{lineno}: {problems}") from None
         records.append((rec.serial, rec.factory_public_key, rec.tenant or tenant, rec.model))
     with _registry(state_dir) as reg:
@@ -607,7 +606,7 @@ def catalog_set(state_dir: Path, tenant: str, file: TextIO) -> None:
     try:
         services = TypeAdapter(list[CatalogService]).validate_json(file.read())
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(validation_problems(exc, top="catalog"))
         raise click.ClickException(f"{file.name}: {problems}") from None
     with _registry(state_dir) as reg:
         try:

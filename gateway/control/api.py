@@ -167,9 +167,7 @@ def _parse(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body)
     except ValidationError as exc:
         # Field locations and messages only: never echo input values (keys, nonces) back.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc, top="body"))
         raise ControlError("bad-request", f"invalid {model.__name__}: {problems}", 400) from None
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import struct
 
-from cjb.common.packet.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6
-from cjb.common.packet.ipv4 import is_unicast_first_octet
+from cjb.common.packet.ethernet import ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6
+from cjb.common.packet.ipv4 import IPV4_HEADER_LEN, is_unicast_first_octet
+from cjb.common.packet.ipv6 import IPV6_HEADER_LEN
 from cjb.common.packet.transport import CHECKSUM_OFFSET
 from cjb.gateway.xlat.addressing import FE80_96
 from cjb.gateway.xlat.alg.udp import MDNS_PORT, SSDP_PORT
@@ -27,6 +28,8 @@ V4_UP_TO_PROTOCOL = struct.Struct("!BBHHHBB")
 V6_FIXED = struct.Struct("!IHBB")  # version/class/flow, payload length, next header, hops
 V4_FIXED = struct.Struct("!BBHHHBBH4s4s")  # a whole IPv4 header without options
 ONES_MOD = 0xFFFF
+V4_L4_OFF = ETH_HEADER_LEN + IPV4_HEADER_LEN  # 34: the transport header, no IPv4 options
+V6_L4_OFF = ETH_HEADER_LEN + IPV6_HEADER_LEN  # 54: the transport header, no extension headers
 ETH_IPV6 = ETHERTYPE_IPV6.to_bytes(2, "big")
 ETH_IPV4 = ETHERTYPE_IPV4.to_bytes(2, "big")
 _DELTA = (2 * 0xFE80) % ONES_MOD  # fe80::/96 prefix words, once per address

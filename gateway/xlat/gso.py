@@ -37,8 +37,10 @@ from cjb.gateway.xlat.fast_path import (
     ETH_IPV6,
     ONES_MOD,
     V4_FIXED,
+    V4_L4_OFF,
     V4_UP_TO_PROTOCOL,
     V6_FIXED,
+    V6_L4_OFF,
 )
 from cjb.gateway.xlat.gso_segment import SegmentError, complete_checksum, segment
 from cjb.gateway.xlat.icmp_map import DF_THRESHOLD
@@ -62,8 +64,6 @@ GSO_ECN = 0x80
 NO_VNET = bytes(VNET_HDR_LEN)  # a complete frame: no GSO, checksums finished
 
 _GSO_PROTO = {GSO_TCPV4: PROTO_TCP, GSO_TCPV6: PROTO_TCP, GSO_UDP_L4: PROTO_UDP}
-_V4_L4 = 34  # Ethernet + IPv4 header without options
-_V6_L4 = 54  # Ethernet + IPv6 fixed header
 _ALG_PORTS = frozenset((MDNS_PORT, SSDP_PORT))
 _PORTS = struct.Struct("!HH")
 
@@ -182,7 +182,7 @@ class VnetTranslator:
     def _to_service(
         self, frame: bytes | memoryview, gso_type: int, gso_size: int, cs: int, co: int
     ) -> tuple[VnetEmit, int] | None:
-        if frame[12:14] != ETH_IPV4 or frame[14] != 0x45 or frame[0] & 1 or cs != _V4_L4:
+        if frame[12:14] != ETH_IPV4 or frame[14] != 0x45 or frame[0] & 1 or cs != V4_L4_OFF:
             return None
         _vihl, tos, total, _ident, flags_offset, ttl, proto = V4_UP_TO_PROTOCOL.unpack_from(
             frame, 14
@@ -201,14 +201,14 @@ class VnetTranslator:
         if int.from_bytes(frame[14:34], "big") % ONES_MOD:
             return None  # bad header checksum: the reference names the drop
         l4_hlen = (frame[46] >> 4) * 4 if proto == 6 else 8
-        if (l4_hlen < 20 and proto == 6) or _V4_L4 + l4_hlen > 14 + total:
+        if (l4_hlen < 20 and proto == 6) or V4_L4_OFF + l4_hlen > 14 + total:
             return None
         seg_len = l4_hlen + gso_size if base != GSO_NONE else total - 20
         limit = self.config.service_mtu if flags_offset else self.config.ipv6_fragment_threshold
         if 40 + seg_len > limit:
             return None  # each segment must be the reference's common case
         plen = total - 20
-        c = _V4_L4 + co
+        c = V4_L4_OFF + co
         check = pseudo_sum(frame[26:34], plen, proto, v6=True)
         out_type = gso_type if base != GSO_TCPV4 else GSO_TCPV6 | (gso_type & GSO_ECN)
         header = b"".join(
@@ -220,19 +220,19 @@ class VnetTranslator:
                 frame[26:30],
                 FE80_96,
                 frame[30:34],
-                frame[_V4_L4:c],
+                frame[V4_L4_OFF:c],
                 check.to_bytes(2, "big"),
-                frame[c + 2 : _V4_L4 + l4_hlen],
+                frame[c + 2 : V4_L4_OFF + l4_hlen],
             )
         )
-        vnet = _out_vnet(F_NEEDS_CSUM, out_type, _V6_L4, l4_hlen, gso_size, co)
-        payload = memoryview(frame)[_V4_L4 + l4_hlen : 14 + total]
-        return VnetEmit(Side.SERVICE, vnet, (header, payload)), _V4_L4 + l4_hlen
+        vnet = _out_vnet(F_NEEDS_CSUM, out_type, V6_L4_OFF, l4_hlen, gso_size, co)
+        payload = memoryview(frame)[V4_L4_OFF + l4_hlen : 14 + total]
+        return VnetEmit(Side.SERVICE, vnet, (header, payload)), V4_L4_OFF + l4_hlen
 
     def _to_lan(
         self, frame: bytes | memoryview, gso_type: int, gso_size: int, cs: int, co: int
     ) -> tuple[VnetEmit, int] | None:
-        if frame[12:14] != ETH_IPV6 or frame[0] & 1 or cs != _V6_L4:
+        if frame[12:14] != ETH_IPV6 or frame[0] & 1 or cs != V6_L4_OFF:
             return None
         vtf, plen, nh, hlim = V6_FIXED.unpack_from(frame, 14)
         base = gso_type & ~GSO_ECN
@@ -240,7 +240,7 @@ class VnetTranslator:
             return None
         if base not in (GSO_NONE, GSO_TCPV6, GSO_UDP_L4):
             return None
-        if vtf >> 28 != 6 or plen + _V6_L4 > len(frame) or plen < co + 2:
+        if vtf >> 28 != 6 or plen + V6_L4_OFF > len(frame) or plen < co + 2:
             return None
         if nh == 17 and not _ALG_PORTS.isdisjoint(_PORTS.unpack_from(frame, 54)):
             return None
@@ -277,7 +277,7 @@ class VnetTranslator:
             bytes(frame[50:54]),
         )
         hcsum = ONES_MOD - int.from_bytes(header, "big") % ONES_MOD
-        c = _V6_L4 + co
+        c = V6_L4_OFF + co
         check = pseudo_sum(header[12:20], plen, nh, v6=False)
         out_type = gso_type if base != GSO_TCPV6 else GSO_TCPV4 | (gso_type & GSO_ECN)
         head = b"".join(
@@ -287,14 +287,14 @@ class VnetTranslator:
                 header[:10],
                 hcsum.to_bytes(2, "big"),
                 header[12:],
-                frame[_V6_L4:c],
+                frame[V6_L4_OFF:c],
                 check.to_bytes(2, "big"),
-                frame[c + 2 : _V6_L4 + l4_hlen],
+                frame[c + 2 : V6_L4_OFF + l4_hlen],
             )
         )
-        vnet = _out_vnet(F_NEEDS_CSUM, out_type, _V4_L4, l4_hlen, gso_size, co)
-        payload = memoryview(frame)[_V6_L4 + l4_hlen : _V6_L4 + plen]
-        return VnetEmit(Side.LAN, vnet, (head, payload)), _V6_L4 + l4_hlen
+        vnet = _out_vnet(F_NEEDS_CSUM, out_type, V4_L4_OFF, l4_hlen, gso_size, co)
+        payload = memoryview(frame)[V6_L4_OFF + l4_hlen : V6_L4_OFF + plen]
+        return VnetEmit(Side.LAN, vnet, (head, payload)), V6_L4_OFF + l4_hlen
 
     # -- everything else: make wire frames, then the reference --------------------------
 
