@@ -598,19 +598,16 @@ def catalog_show(state_dir: Path, tenant: str) -> None:
 def catalog_set(state_dir: Path, tenant: str, file: TextIO) -> None:
     """Replace TENANT's catalog with FILE (a JSON list of CatalogService); bumps
     config_version, so appliances fetch it at their next heartbeat."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from cjb.common.control.protocol import CatalogService
+    from cjb.gateway.control.catalog import catalog_doc
     from cjb.gateway.control.errors import ControlError
 
     try:
-        services = TypeAdapter(list[CatalogService]).validate_json(file.read())
-    except ValidationError as exc:
-        problems = "; ".join(validation_problems(exc, top="catalog"))
-        raise click.ClickException(f"{file.name}: {problems}") from None
+        doc = catalog_doc(file.read())
+    except ControlError as exc:
+        raise click.ClickException(f"{file.name}: {exc.message}") from None
     with _registry(state_dir) as reg:
         try:
-            t = reg.set_catalog(tenant, [s.model_dump(mode="json") for s in services])
+            t = reg.set_catalog(tenant, doc)
         except ControlError as exc:
             raise click.ClickException(exc.message) from None
-    click.echo(f"tenant {t.name}: {len(services)} service(s), config_version {t.config_version}")
+    click.echo(f"tenant {t.name}: {len(doc)} service(s), config_version {t.config_version}")
