@@ -611,3 +611,25 @@ def catalog_set(state_dir: Path, tenant: str, file: TextIO) -> None:
         except ControlError as exc:
             raise click.ClickException(exc.message) from None
     click.echo(f"tenant {t.name}: {len(doc)} service(s), config_version {t.config_version}")
+
+
+@gateway.command()
+@click.option(
+    "--python-only",
+    is_flag=True,
+    help="Skip the kernel fast path (it needs root and creates a scratch network namespace).",
+)
+def selftest(python_only: bool) -> None:
+    """Run the shipped RFC vectors against the installed translator.
+
+    Both paths: the Python translator, and the kernel fast path (the installed BPF object
+    on a veth pair in a scratch namespace, removed afterwards). Prints a table; exits 1
+    when a vector fails on a path that ran. Where the kernel path cannot run (not root, no
+    BPF object, no libbpf) its column says why and the Python results decide.
+    """
+    from cjb.gateway.dataplane.selftest import render, run_selftest
+
+    report = run_selftest(kernel=not python_only)
+    click.echo(render(report))
+    if not report.ok:
+        raise SystemExit(1)

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-SUPPORTED_VERSION = 1
+SUPPORTED_VERSION: Literal[1] = 1
 
 # Linux IFNAMSIZ is 16 including the NUL; '/' ':' and whitespace are refused by the kernel.
 IFNAME_PATTERN = r"^[A-Za-z0-9_.\-@+]{1,15}$"
