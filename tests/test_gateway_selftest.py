@@ -177,3 +177,28 @@ def test_command_as_root_runs_both_columns_and_leaves_no_namespace() -> None:
         assert kernel == ("pass" if by_name[name].fast else "slow path"), name
     assert not [n for n in os.listdir("/run/netns") if n.startswith("cjbst")]
     assert Path("/run/netns").is_dir()
+
+
+@pytest.mark.root
+def test_scratch_namespace_is_removed_when_a_run_fails_midway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates a network namespace, veths and tc BPF programs")
+    seen: list[str] = []
+
+    def boom(bed: object, v: Vector) -> selftest.Outcome:
+        seen.extend(n for n in os.listdir("/run/netns") if n.startswith("cjbst"))
+        raise RuntimeError("interrupted")
+
+    from cjb.gateway.dataplane.bpf import FastPathError, build_object
+
+    try:
+        build_object()
+    except FastPathError as exc:
+        pytest.skip(str(exc))
+    monkeypatch.setattr(selftest._Bed, "run", boom)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        selftest.run_selftest()
+    assert seen, "the scratch namespace was never there"
+    assert not [n for n in os.listdir("/run/netns") if n.startswith("cjbst")]

@@ -28,10 +28,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from cjb.gateway.xlat import Translator
 from cjb.gateway.xlat.result import Direction, Side
 from cjb.gateway.xlat.vectors import CONFIG, VECTORS, Vector
+
+if TYPE_CHECKING:
+    from cjb.common.netlink import Kernel, NetworkSpec, TcBpf
+    from cjb.gateway.dataplane.bpf import FastPath
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -187,11 +192,11 @@ def kernel_bed(prefix: str | None = None) -> Iterator[_Bed]:
     """The installed fast path on a scratch namespace; raises KernelUnavailable."""
     if os.geteuid() != 0:
         raise KernelUnavailable("needs root (a scratch network namespace and tc BPF)")
-    from cjb.common.netlink import Link, Namespace, NetworkSpec, TcBpf, Veth, VethPeer, apply, netns
+    from cjb.common.netlink import Link, Namespace, NetlinkError, NetworkSpec, Veth, VethPeer
     from cjb.common.netlink import remove as remove_spec
     from cjb.common.netlink.real import RealKernel
     from cjb.common.vxlan_guard.libbpf import LibbpfError
-    from cjb.gateway.dataplane.bpf import FastPath, FastPathConfig, FastPathError
+    from cjb.gateway.dataplane.bpf import FastPath, FastPathError
 
     try:
         fp = FastPath(first_ipv4_id=0)
@@ -217,37 +222,57 @@ def kernel_bed(prefix: str | None = None) -> Iterator[_Bed]:
     socks: list[socket.socket] = []
     with _sigterm_as_exit(), RealKernel() as kernel:
         try:
-            apply(kernel, spec({}))
-            with netns(ns):
-                tun, svc = socket.if_nametoindex("tun"), socket.if_nametoindex("svc")
-            fp.configure(FastPathConfig(tun, svc, 0, CONFIG.lan_mtu, CONFIG.service_mtu))
-            apply(
-                kernel,
-                spec(
-                    {
-                        "tun": TcBpf(
-                            fp.program_fd("tunnel"),
-                            fp.program_id("tunnel"),
-                            fp.program_name("tunnel"),
-                        ),
-                        "svc": TcBpf(
-                            fp.program_fd("service"),
-                            fp.program_id("service"),
-                            fp.program_name("service"),
-                        ),
-                    }
-                ),
-            )
-            with netns(ns):
-                socks = [_packet_socket(n) for n in ("lan0", "svc0", "tun", "svc")]
-            fp.attach_skip_filter(socks[2], "tunnel")
-            fp.attach_skip_filter(socks[3], "service")
+            try:
+                _set_up(kernel, spec, ns, fp, socks)
+            except (NetlinkError, OSError) as exc:
+                raise KernelUnavailable(
+                    f"cannot set up the scratch namespace {ns}: {exc}"
+                ) from None
             yield _Bed(*socks)
         finally:
             for s in socks:
                 s.close()
             remove_spec(kernel, spec({}))
             fp.close()
+
+
+def _set_up(
+    kernel: Kernel,
+    spec: Callable[[dict[str, TcBpf]], NetworkSpec],
+    ns: str,
+    fp: FastPath,
+    socks: list[socket.socket],
+) -> None:
+    """The namespace, the veths, the programs attached and the worker sockets filtered, as
+    the gateway does it; `socks` receives lan0, svc0, tun, svc (closed by the caller)."""
+    from cjb.common.netlink import TcBpf, apply, netns
+    from cjb.gateway.dataplane.bpf import FastPathConfig
+
+    apply(kernel, spec({}))
+    with netns(ns):
+        tun, svc = socket.if_nametoindex("tun"), socket.if_nametoindex("svc")
+    fp.configure(FastPathConfig(tun, svc, 0, CONFIG.lan_mtu, CONFIG.service_mtu))
+    apply(
+        kernel,
+        spec(
+            {
+                "tun": TcBpf(
+                    fp.program_fd("tunnel"),
+                    fp.program_id("tunnel"),
+                    fp.program_name("tunnel"),
+                ),
+                "svc": TcBpf(
+                    fp.program_fd("service"),
+                    fp.program_id("service"),
+                    fp.program_name("service"),
+                ),
+            }
+        ),
+    )
+    with netns(ns):
+        socks += [_packet_socket(n) for n in ("lan0", "svc0", "tun", "svc")]
+    fp.attach_skip_filter(socks[2], "tunnel")
+    fp.attach_skip_filter(socks[3], "service")
 
 
 def run_selftest(
