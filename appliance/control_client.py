@@ -35,6 +35,7 @@ from cjb.common.control.protocol import (
     HeartbeatResponse,
     NonceResponse,
 )
+from cjb.common.validation import validation_problems
 
 MAX_RESPONSE = 1 << 20  # bytes; a config with a big catalog is a few KB
 Model = TypeVar("Model", bound=BaseModel)
@@ -184,11 +185,9 @@ class ControlClient:
         try:
             return model.model_validate_json(data)
         except ValidationError as exc:
-            first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
-            where = ".".join(str(p) for p in first["loc"]) or "body"
+            first = (validation_problems(exc, top="body") or ["body: invalid"])[0]
             return Failure(
-                FailureKind.BAD_RESPONSE,
-                f"HTTP {status} body is not a {model.__name__}: {where}: {first['msg']}",
+                FailureKind.BAD_RESPONSE, f"HTTP {status} body is not a {model.__name__}: {first}"
             )
 
     @staticmethod

@@ -8,12 +8,12 @@ request's outcome back with `on_response`. At most one request is outstanding at
     unenrolled       timer due                     -> requesting-nonce RequestNonce
     requesting-nonce NonceOk                       -> enrolling        Enroll(nonce)
     requesting-nonce Failed                        -> unenrolled       (wait backoff)
-    enrolling        EnrollOk                      -> enrolled         Activate(enroll)
+    enrolling        EnrollOk(reply)               -> enrolled         Activate(enroll, reply)
     enrolling        Failed                        -> unenrolled       (wait backoff)
     enrolled         timer due                     -> enrolled         SendHeartbeat
     enrolled         HeartbeatOk(newer version)    -> enrolled         FetchConfig
     enrolled         HeartbeatOk(same version)     -> enrolled         (next heartbeat)
-    enrolled         ConfigOk                      -> enrolled         Activate(config)
+    enrolled         ConfigOk(config)              -> enrolled         Activate(config, config)
     enrolled         Failed(auth: 401/403)         -> unenrolled       Forget (re-enroll now)
     enrolled         Failed(other)                 -> enrolled         (retry; Reconnect after
                                                                         `reconnect_after` misses)
@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from cjb.appliance.backoff import Backoff, Random
+from cjb.common.control.protocol import DeviceConfig, EnrollResponse
 
 
 class LifecycleError(Exception):
@@ -104,9 +105,14 @@ class ActivateSource(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Activate:
-    """Persist what was just received (atomically) and build the tunnel from it."""
+    """Persist what was just received (atomically) and build the tunnel from it.
+
+    `received` is the reply the machine accepted (the EnrollResponse or the DeviceConfig);
+    None when restoring from disk. The adapter activates exactly this, nothing kept aside.
+    """
 
     source: ActivateSource
+    received: EnrollResponse | DeviceConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +144,14 @@ class NonceOk:
 class EnrollOk:
     config_version: int
     heartbeat_seconds: float
+    response: EnrollResponse | None = None  # handed back in Activate
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigOk:
     config_version: int
     heartbeat_seconds: float
+    config: DeviceConfig | None = None  # handed back in Activate
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,18 +250,19 @@ class Lifecycle:
             self.phase = Phase.ENROLLING
             return [self._send(Enroll(result.nonce))]
         if isinstance(result, EnrollOk | ConfigOk):
-            source = ActivateSource.ENROLL
+            received: EnrollResponse | DeviceConfig | None
             if isinstance(result, EnrollOk):
                 self.counters.enrollments += 1
+                source, received = ActivateSource.ENROLL, result.response
             else:
                 self.counters.config_fetches += 1
-                source = ActivateSource.CONFIG
+                source, received = ActivateSource.CONFIG, result.config
             self.phase = Phase.ENROLLED
             self.config_version = result.config_version
             self.heartbeat_seconds = result.heartbeat_seconds
             self._succeeded(now)
             self._due = now + self.heartbeat_seconds
-            return [Activate(source)]
+            return [Activate(source, received)]
         # HeartbeatOk
         self.counters.heartbeats_ok += 1
         self.last_heartbeat_ok = now

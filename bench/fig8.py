@@ -62,6 +62,7 @@ from cjb.common.netlink import (
 )
 from cjb.common.netlink import remove as remove_spec
 from cjb.common.netlink.real import RealKernel
+from cjb.common.private_file import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = (
@@ -212,9 +213,7 @@ def gateway_config(
 
 
 def write_json(path: Path, data: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2), 0o644, durable=False)
 
 
 def link_local(ns: str, ifname: str, timeout: float = 10) -> str:

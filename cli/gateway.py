@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from cjb.common.tunnel_mtu import service_mtu_for
+from cjb.common.validation import validation_problems
 from cjb.gateway.dataplane.config import (
     ConfigFileError,
     GatewayModel,
@@ -167,7 +169,7 @@ def tenant_show(config_path: Path, name: str) -> None:
         ("appliance underlay", str(t.appliance)),
         ("service IPv4 (LAN view)", str(t.service_ipv4)),
         ("service address", str(t.service_address)),
-        ("LAN MTU / service MTU", f"{t.lan_mtu} / {t.lan_mtu + 20}"),
+        ("LAN MTU / service MTU", f"{t.lan_mtu} / {service_mtu_for(t.lan_mtu)}"),
         ("tunnel port", t.tunnel_port),
         ("service link", f"{t.service_port} <-> {t.service_ifname} (service host)"),
         (
@@ -472,8 +474,8 @@ def device_add(state_dir: Path, serial: str, pubkey: str, tenant: str, model: st
     try:
         rec = InventoryRecord(serial=serial, factory_public_key=pubkey, tenant=tenant, model=model)
     except ValidationError as exc:
-        bad = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        raise click.ClickException(f"invalid {bad}: see `cjb gateway device add --help`") from None
+        problems = "; ".join(validation_problems(exc))
+        raise click.ClickException(f"{problems} (see `cjb gateway device add --help`)") from None
     with _registry(state_dir) as reg:
         try:
             added = reg.add_device(rec.serial, rec.factory_public_key, rec.tenant, rec.model)
@@ -500,9 +502,7 @@ def device_import(state_dir: Path, tenant: str | None, file: TextIO) -> None:
         try:
             rec = InventoryRecord.model_validate_json(line)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(validation_problems(exc, top="line"))
             raise click.ClickException(f"{file.name}:{lineno}: {problems}") from None
         records.append((rec.serial, rec.factory_public_key, rec.tenant or tenant, rec.model))
     with _registry(state_dir) as reg:
@@ -602,22 +602,41 @@ def catalog_show(state_dir: Path, tenant: str) -> None:
 def catalog_set(state_dir: Path, tenant: str, file: TextIO) -> None:
     """Replace TENANT's catalog with FILE (a JSON list of CatalogService); bumps
     config_version, so appliances fetch it at their next heartbeat."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from cjb.common.control.protocol import CatalogService
+    from cjb.gateway.control.catalog import catalog_doc
     from cjb.gateway.control.errors import ControlError
 
     try:
-        services = TypeAdapter(list[CatalogService]).validate_json(file.read())
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise click.ClickException(f"{file.name}: {problems}") from None
+        doc = catalog_doc(file.read())
+    except ControlError as exc:
+        raise click.ClickException(f"{file.name}: {exc.message}") from None
     with _registry(state_dir) as reg:
         try:
-            t = reg.set_catalog(tenant, [s.model_dump(mode="json") for s in services])
+            t = reg.set_catalog(tenant, doc)
         except ControlError as exc:
             raise click.ClickException(exc.message) from None
-    click.echo(f"tenant {t.name}: {len(services)} service(s), config_version {t.config_version}")
+    click.echo(f"tenant {t.name}: {len(doc)} service(s), config_version {t.config_version}")
+
+
+@gateway.command()
+@click.option(
+    "--python-only",
+    is_flag=True,
+    help="Skip the kernel fast path (it needs root and creates a scratch network namespace).",
+)
+def selftest(python_only: bool) -> None:
+    """Run the shipped RFC vectors against the installed translator.
+
+    Both paths: the Python translator, and the kernel fast path (the installed BPF object
+    on a veth pair in a scratch namespace, removed afterwards). Prints a table; exits 1
+    when a vector fails on a path that ran. Where the kernel path cannot run (not root, no
+    BPF object, no libbpf) its column says why and the Python results decide.
+    """
+    from cjb.gateway.dataplane.selftest import render, run_selftest
+
+    report = run_selftest(kernel=not python_only)
+    click.echo(render(report))
+    if not report.ok:
+        raise SystemExit(1)
 
 
 # `cjb gateway update …` lives in its own module (image updates, docs/decisions/0009-updates.md).

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from cjb.common.tunnel_mtu import service_mtu_for
+
 EXIT_CORE_FAILURE = 3
 
 _DIRECTIONS = ("auto", "to-service", "to-lan")
@@ -129,7 +131,7 @@ def run(
     try:
         config = XlatConfig(
             lan_mtu=lan_mtu,
-            service_mtu=service_mtu if service_mtu is not None else lan_mtu + 20,
+            service_mtu=service_mtu if service_mtu is not None else service_mtu_for(lan_mtu),
             lowest_ipv6_mtu=lowest_ipv6_mtu,
             udp_zero_checksum=UdpZeroChecksum(udp_zero_checksum),
         )

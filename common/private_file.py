@@ -7,7 +7,8 @@ fsyncs the directory, so a reader or a crash sees the old file or the new one, n
 nobody ever sees the content under a wider mode. `atomic_output` is the same for a writer that
 streams (tarfile). `owner` hands the file to a user and group (e.g. shared/ files that the
 data plane's group reads). `durable=False` skips the fsyncs, for status files in /run that are
-rewritten every second (still atomic; only a power cut may lose the last one).
+rewritten every second (still atomic; only a power cut may lose the last one). `publish`
+puts a file another process wrote (a tool's output) in place the same way.
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ def atomic_write(
 ) -> None:
     with atomic_output(path, mode, exclusive=exclusive, owner=owner, durable=durable) as f:
         f.write(data.encode() if isinstance(data, str) else data)
+
+
+def publish(finished: Path, path: Path, mode: int = PRIVATE, *, durable: bool = True) -> None:
+    """Atomically put `finished` (a file another process wrote beside `path`, e.g. a tool's
+    output) in place as `path`, with `mode`: the same guarantees as `atomic_write` for
+    content this process did not write itself."""
+    os.chmod(finished, mode)
+    if durable:
+        fd = os.open(finished, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(finished, path)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -21,6 +21,15 @@ IPV6_MIN_MTU = 1280  # RFC 8200 §5: every link, the tenant's native IPv6 link i
 DEFAULT_WAN_PATH_MTU = 1500
 DEFAULT_WIREGUARD_MTU = DEFAULT_WAN_PATH_MTU - WIREGUARD_OVER_IPV6  # 1420
 MIN_WIREGUARD_MTU = IPV6_MIN_MTU + VXLAN_OVER_IPV6  # 1350: below it, no 1280-byte LAN packet
+# A translated packet's IPv6 header (40 bytes, RFC 8200 §3) replaces the IPv4 header without
+# options (20 bytes, RFC 791 §3.1): RFC 7915 §5.1 / §4.1.
+IPV6_HEADER_GROWTH = 40 - 20
+
+
+def service_mtu_for(lan_mtu: int) -> int:
+    """The service link's MTU for a tenant whose LAN MTU is `lan_mtu`: room for a full-size
+    LAN IPv4 packet after translation, so the translator never has to fragment one."""
+    return lan_mtu + IPV6_HEADER_GROWTH
 
 
 def wireguard_mtu_for_path(path_mtu: int) -> int:

@@ -146,7 +146,7 @@ def up(
     check_prerequisites(transport)
     if not 1 <= tenants <= 200:
         raise LabError(f"--tenants {tenants}: choose 1..200")
-    run_id = secrets.token_hex(2)
+    run_id = _fresh_run_id()
     names = LabNames(run_id)
     nodes = names.nodes(tenants)
     state = LabState(
@@ -156,11 +156,60 @@ def up(
     with _term_as_exception():
         try:
             _build(state, names, log)
-        except BaseException:
+        except BaseException as exc:
+            kept = _keep_wireguard_logs(state)
             log(f"lab up failed: removing run {run_id}")
             down(log=lambda _m: None, only=run_id)
+            if kept and isinstance(exc, LabError):
+                raise LabError(f"{exc}\n{kept}") from exc
+            if kept:
+                log(kept)
             raise
     return state
+
+
+def _fresh_run_id() -> str:
+    """A run id no state, namespace or wireguard-go socket on this machine carries yet: the
+    WireGuard interface names derive from it and are machine-wide, and a second wireguard-go
+    for a name already in use fails to start."""
+    for _ in range(100):
+        run_id = secrets.token_hex(2)
+        in_use = (
+            (LAB_ROOT / run_id).exists()
+            or any(n.startswith(LabNames(run_id).prefix) for n in lab_namespaces())
+            or bool(_wireguard_sockets(run_id))
+        )
+        if not in_use:
+            return run_id
+    raise LabError(f"no free lab run id: {LAB_ROOT} holds too many runs (`cjb lab down --all`)")
+
+
+# A failed `up` removes its run directory; wireguard-go's own logs are copied here first.
+FAILED_LOGS = LAB_ROOT.parent / f"{LAB_ROOT.name}-failed"
+
+
+def _keep_wireguard_logs(state: LabState) -> str:
+    """Copy every wireguard-go log of the run out of its directory (which `down` removes);
+    returns where they went and their last lines, for the error message."""
+    try:
+        logs = sorted(p for p in state.run_dir.rglob("*wireguard*.log") if p.is_file())
+    except OSError:
+        return ""
+    if not logs:
+        return ""
+    kept = FAILED_LOGS / state.run_id
+    notes = []
+    for path in logs:
+        dest = kept / "_".join(path.relative_to(state.run_dir).parts)
+        try:
+            kept.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            tail = path.read_text(errors="replace")[-600:].strip()
+        except OSError as exc:
+            notes.append(f"wireguard-go log {path}: could not keep it: {exc}")
+            continue
+        notes.append(f"wireguard-go log kept in {dest}:" + (f"\n{tail}" if tail else " (empty)"))
+    return "\n".join(notes)
 
 
 def _build(state: LabState, names: LabNames, log: Log) -> None:

@@ -1,6 +1,7 @@
 """The tenant directory: which service-host interface belongs to which tenant.
 
-The gateway publishes it as a JSON file (written atomically: temp file + rename)::
+The gateway publishes it as a JSON file (written atomically: temp file + rename; its schema
+is common/tenant_directory.py, shared with the writer)::
 
     {"version": 1,
      "tenants": {"t1": {"tenant": "acme", "service_ipv4": "192.168.0.100",
@@ -18,41 +19,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from types import MappingProxyType
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import ValidationError
 
+from cjb.common.tenant_directory import (
+    SUPPORTED_VERSION,
+    DirectoryEntry,
+    DirectoryFile,
+)
 from cjb.common.validation import validation_problems
 from cjb.service.errors import DirectoryError
 from cjb.service.tenant_address import TenantPrefixes
 
-SUPPORTED_VERSION = 1
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
-# Linux IFNAMSIZ is 16 including the NUL; '/' ':' and whitespace are refused by the kernel.
-IFNAME_PATTERN = r"^[A-Za-z0-9_.\-@+]{1,15}$"
-# Tenant names become directory names (docroot/<tenant>/) and log fields: keep them boring.
-TENANT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
-
-IfName = Annotated[str, StringConstraints(pattern=IFNAME_PATTERN)]
-TenantName = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
-
 LinkKind = Literal["service", "native"]
-
-
-class _EntryModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tenant: TenantName
-    service_ipv4: IPv4Address
-    native_ifname: IfName | None = None
-
-
-class _DirectoryModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: Literal[1]
-    tenants: dict[IfName, _EntryModel]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +108,7 @@ def parse_directory(data: bytes, source: str) -> TenantDirectory:
             f" (this library reads version {SUPPORTED_VERSION})"
         )
     try:
-        model = _DirectoryModel.model_validate(raw)
+        model = DirectoryFile.model_validate(raw)
     except ValidationError as exc:
         raise DirectoryError(f"{source}: {'; '.join(validation_problems(exc))}") from None
     entries = tuple(
@@ -146,15 +128,13 @@ def parse_directory(data: bytes, source: str) -> TenantDirectory:
 
 def dump_directory(directory: TenantDirectory) -> bytes:
     """The file form of a directory (what the gateway writes; used by tests and tools)."""
-    doc = {
-        "version": directory.version,
-        "tenants": {
-            e.ifname: {
-                "tenant": e.tenant,
-                "service_ipv4": str(e.service_ipv4),
-                "native_ifname": e.native_ifname,
-            }
+    doc = DirectoryFile(
+        version=SUPPORTED_VERSION,
+        tenants={
+            e.ifname: DirectoryEntry(
+                tenant=e.tenant, service_ipv4=e.service_ipv4, native_ifname=e.native_ifname
+            )
             for e in directory.entries
         },
-    }
-    return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+    )
+    return doc.to_json().encode()

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from cjb.service.directory import IFNAME_PATTERN, TENANT_PATTERN
+from cjb.common.tenant_directory import IFNAME_PATTERN, TENANT_PATTERN
 
 SIGNATURE = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
 FIXED_LENGTH = 16

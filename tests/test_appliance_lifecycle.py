@@ -316,3 +316,20 @@ def test_appliance_cores_import_no_io(module: str) -> None:
     io = {"socket", "select", "time", "asyncio", "threading", "random", "subprocess", "pyroute2"}
     assert not {n.split(".")[0] for n in names} & io, f"{module} imports IO: {sorted(names)}"
     assert not any(n.startswith("cjb.common.netlink.real") for n in names)
+
+
+def test_replies_travel_through_the_machine_to_activate() -> None:
+    """The enrollment reply and a fetched config come back in `Activate`: the adapter keeps
+    nothing aside, and a reply the machine did not accept is never activated."""
+    reply, config = object(), object()  # the machine never looks inside them
+    m = Lifecycle(rng=lambda: 0.0)
+    m.start(0.0)
+    m.on_timer(0.0)
+    m.on_response(0.1, NonceOk("n"))
+    commands = m.on_response(0.2, EnrollOk(1, 30, reply))  # type: ignore[arg-type]
+    assert commands == [Activate(ActivateSource.ENROLL, reply)]  # type: ignore[arg-type]
+    assert commands[0].received is reply  # type: ignore[union-attr]
+    m.on_timer(30.2)
+    assert m.on_response(30.3, HeartbeatOk(2)) == [FetchConfig()]
+    commands = m.on_response(30.4, ConfigOk(2, 30, config))  # type: ignore[arg-type]
+    assert commands[0].received is config  # type: ignore[union-attr]

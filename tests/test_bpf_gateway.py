@@ -28,6 +28,7 @@ from bpfkit import packet_socket, recv_all, require_fast_path
 from cjb.common.netlink import Link, Namespace, NetworkSpec, Veth, VethPeer, Vxlan, apply, netns
 from cjb.common.netlink import remove as remove_spec
 from cjb.common.netlink.real import RealKernel
+from cjb.common.private_file import atomic_write
 from cjb.gateway.xlat import Direction, Translator, XlatConfig
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -139,9 +140,7 @@ def _config(prefix: str, state: Path, mode: str, io: str = "packet") -> dict[str
 
 
 def _write(path: Path, data: dict[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data), 0o644, durable=False)
 
 
 def _spec(prefix: str) -> NetworkSpec:

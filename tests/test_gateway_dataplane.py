@@ -146,7 +146,7 @@ def test_vni_binding_rules(tmp_path: Path) -> None:
 
 def test_directory_is_what_the_service_library_reads(tmp_path: Path) -> None:
     cfg = load(_write(tmp_path, CONFIG))
-    data = json.dumps(directory(cfg)).encode()
+    data = directory(cfg).to_json().encode()
     parsed = parse_directory(data, "test")
     acme = parsed.binding("acme")
     native = parsed.binding("n-acme")

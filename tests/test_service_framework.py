@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cjb.cli.main import main as cli
+from cjb.common.tenant_directory import TENANT_PATTERN
 from cjb.service import datagram, tenant_address
-from cjb.service.directory import TENANT_PATTERN, parse_directory
+from cjb.service.directory import parse_directory
 from cjb.service.dns_whoami import WhoamiDns, answer, parse_query
 from cjb.service.errors import AddressError, DirectoryError
 from cjb.service.framework import Client, _TcpService, _UdpCore, serve_udp

@@ -17,6 +17,7 @@ from pathlib import Path
 from cjb.appliance.image import ImageError
 from cjb.appliance.image.progress import Progress
 from cjb.appliance.image.recipe import Recipe
+from cjb.common.private_file import publish
 
 MMDEBSTRAP_FIX = "Install it: apt-get install -y --no-install-recommends mmdebstrap"
 QEMU_FIX = (
@@ -101,7 +102,7 @@ def ensure_base(
     progress.note(f"mmdebstrap {recipe.suite}/{arch} from {mirrors[0].split()[1]}")
     try:
         progress.run(argv, env=env, what="mmdebstrap", fix=MMDEBSTRAP_FIX)
-        os.replace(partial, path)
+        publish(partial, path, 0o644)
     finally:
         partial.unlink(missing_ok=True)
     # Old bases for this arch are dead weight once the recipe has moved on.

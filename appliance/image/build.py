@@ -37,6 +37,7 @@ from cjb.appliance.image.rootfs import (
     write_tarball,
 )
 from cjb.appliance.image.sources import host_sources, mirror_lines
+from cjb.common.private_file import atomic_write
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("/var/cache/cjb-image")
@@ -354,7 +355,7 @@ def build(
                     },
                 },
             )
-            manifest_path.write_text(render(manifest))
+            atomic_write(manifest_path, render(manifest), 0o644)
         root_dir = None
         if opts.keep_root:
             root_dir = opts.out_dir / f"{name}.root"

@@ -33,6 +33,7 @@ from cjb.appliance.image.disk import root_offset
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.control.protocol import InventoryRecord
 from cjb.common.private_file import atomic_output, atomic_write
+from cjb.common.validation import validation_problems
 
 KEY_MODE = 0o600
 SERIAL_MODE = 0o644
@@ -63,7 +64,7 @@ def new_identity(serial: str, tenant: str | None) -> tuple[Identity, InventoryRe
     try:
         record = InventoryRecord(serial=serial, factory_public_key=public, tenant=tenant)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(validation_problems(exc))
         raise ImageError(
             f"--serial {serial!r}: {problems} (1-64 of A-Z a-z 0-9 . _ -, starting alphanumeric)"
         ) from None

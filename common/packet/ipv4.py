@@ -148,5 +148,10 @@ def has_unexpired_source_route(options: bytes) -> bool:
 
 def is_translatable_unicast(addr: bytes) -> bool:
     """Can name a host on a LAN: not 0/8, loopback, multicast, class E or broadcast."""
-    first = addr[0]
-    return first not in (0, 127) and first < 224
+    return is_unicast_first_octet(addr[0])
+
+
+def is_unicast_first_octet(first: int) -> bool:
+    """`is_translatable_unicast` from the address's first octet alone (the fast paths read
+    it straight out of the frame)."""
+    return 0 < first < 224 and first != 127

@@ -8,6 +8,12 @@ shared by all namespaces: interface names must be unique on the machine.
 
 Supervision is by reconciliation: `exists()` is false once the process died (its socket
 refuses connections), and the next `ensure` starts a new one.
+
+Starting is racy in one place, handled here: wireguard-go binds its socket before it listens,
+and a connect in between is refused. A refused socket is therefore only a leftover when no
+`wireguard-go IFNAME` process is alive; deleting it under a starting process would leave that
+process running unreachable, holding the tun name, and the next start would fail on the name
+("name in use"). For the same reason a start that times out stops its process.
 """
 
 from __future__ import annotations
@@ -68,14 +74,22 @@ class UserspaceBackend:
                 s.connect(str(path))
         except OSError as exc:
             if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                # The process died without cleaning up: the file is a leftover.
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                if not _pids_of(self.binary, ifname):
+                    # The process died without cleaning up: the file is a leftover.
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
                 return False
             raise WireGuardError(f"{ifname}: UAPI socket {path}: {exc.strerror}") from exc
         return True
 
     def create(self, ns: str | None, ifname: str, log_file: Path | None = None) -> None:
+        running = _pids_of(self.binary, ifname)
+        if running:
+            # A previous start still coming up (or wedged): a second process would only
+            # fail on the tun name. Give it the start timeout, then stop it and start anew.
+            if self._wait_for_socket(ns, ifname, None):
+                return
+            self._stop_pids(running)
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "WG_PROCESS_FOREGROUND": "1",
@@ -103,18 +117,44 @@ class UserspaceBackend:
             if handle is not None:
                 handle.close()
         self._children[ifname] = proc
+        if self._wait_for_socket(ns, ifname, proc):
+            return
+        if proc.poll() is not None:
+            raise WireGuardError(
+                f"{ifname}: wireguard-go exited with {proc.returncode}{_log_hint(log_file)}; "
+                "is the name in use or /dev/net/tun missing?"
+            )
+        # Stopped, so that the tun name is free for the next attempt.
+        self._stop_pids([proc.pid])
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_TIMEOUT)
+        self._children.pop(ifname, None)
+        raise WireGuardError(
+            f"{ifname}: wireguard-go did not open {self.socket_path(ifname)} within"
+            f" {START_TIMEOUT:.0f} s{_log_hint(log_file)}"
+        )
+
+    def _wait_for_socket(
+        self, ns: str | None, ifname: str, proc: subprocess.Popen[bytes] | None
+    ) -> bool:
+        """True once `ifname`'s socket answers; False when `proc` exited or time ran out."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                hint = f" (its log: {log_file})" if log_file else ""
-                raise WireGuardError(
-                    f"{ifname}: wireguard-go exited with {proc.returncode}{hint}; "
-                    "is the name in use or /dev/net/tun missing?"
-                )
+            if proc is not None and proc.poll() is not None:
+                return False
             if self.exists(ns, ifname):
-                return
+                return True
             time.sleep(0.02)
-        raise WireGuardError(f"{ifname}: wireguard-go did not open {self.socket_path(ifname)}")
+        return False
+
+    def _stop_pids(self, pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            self._reap()  # our own children become zombies until waited for
+            time.sleep(0.02)
 
     def delete(self, ns: str | None, ifname: str) -> None:
         """Delete the tun link (wireguard-go exits when it goes), then make sure it did."""
@@ -165,6 +205,25 @@ class UserspaceBackend:
         if code != 0:
             # The request is not echoed: it may hold a private key.
             raise WireGuardError(f"{ifname}: UAPI set failed: errno {code} ({os.strerror(code)})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _log_hint(log_file: Path | None) -> str:
+    """Where wireguard-go's own log is, and its last lines (it logs errors only)."""
+    if log_file is None:
+        return ""
+    try:
+        tail = log_file.read_text(errors="replace")[-800:].strip()
+    except OSError:
+        tail = ""
+    return f" (its log: {log_file}{': ' + tail if tail else ''})"
 
 
 def _pids_of(binary: str, ifname: str) -> list[int]:

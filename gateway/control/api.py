@@ -36,13 +36,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cjb.common.control.protocol import (
     MAX_REQUEST_BODY,
     NONCE_TTL_SECONDS,
     SIGNATURE_HEADER,
-    CatalogService,
     DeviceConfig,
     EnrollRequest,
     EnrollResponse,
@@ -52,8 +51,10 @@ from cjb.common.control.protocol import (
     NonceResponse,
     TunnelConfig,
 )
+from cjb.common.control.service_macs import NATIVE_LINK, SERVICE_LINK, service_mac
 from cjb.common.validation import validation_problems
 from cjb.gateway.control import metrics, pki
+from cjb.gateway.control.catalog import CATALOG, catalog_doc
 from cjb.gateway.control.enroll import (
     UNIFORM_REFUSALS,
     DeviceFacts,
@@ -75,11 +76,9 @@ from cjb.gateway.control.registry import (
     TenantRow,
 )
 from cjb.gateway.control.settings import Settings
-from cjb.gateway.dataplane.kernel_spec import NATIVE_LINK, SERVICE_LINK, service_mac
 
 log = logging.getLogger("cjb.gateway.control")
 M = TypeVar("M", bound=BaseModel)
-_CATALOG = TypeAdapter(list[CatalogService])
 
 
 @dataclass
@@ -167,9 +166,7 @@ def _parse(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body)
     except ValidationError as exc:
         # Field locations and messages only: never echo input values (keys, nonces) back.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc, top="body"))
         raise ControlError("bad-request", f"invalid {model.__name__}: {problems}", 400) from None
 
 
@@ -307,7 +304,7 @@ def device_config(ctx: ControlContext, tenant: TenantRow) -> DeviceConfig:
         # The service host's links for this tenant (translated, native): the only unicast
         # destinations the appliance's WAN filter lets across (DESIGN §2).
         cloud_macs=[service_mac(tenant.vni, SERVICE_LINK), service_mac(tenant.vni, NATIVE_LINK)],
-        catalog=_CATALOG.validate_python(tenant.catalog),
+        catalog=CATALOG.validate_python(tenant.catalog),
         heartbeat_seconds=s.enrollment.heartbeat_seconds,
     )
 
@@ -476,12 +473,7 @@ async def op_tenant(request: web.Request) -> web.Response:
 async def op_set_catalog(request: web.Request) -> web.Response:
     ctx = await _operator(request)
     body = await _body(request)
-    try:
-        catalog = _CATALOG.validate_json(body)
-    except ValidationError as exc:
-        problems = "; ".join(validation_problems(exc, prefix="catalog"))
-        raise ControlError("bad-request", f"invalid catalog: {problems}", 400) from None
-    doc = [c.model_dump(mode="json") for c in catalog]
+    doc = catalog_doc(body)
     t = await asyncio.to_thread(ctx.registry.set_catalog, request.match_info["name"], doc)
     log.info("catalog set", extra=_fields(request, tenant=t.name, config_version=t.config_version))
     return _json(tenant_doc(t))

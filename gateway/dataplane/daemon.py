@@ -17,6 +17,7 @@ from pathlib import Path
 from cjb.common.netlink import NetlinkError, TcBpf, apply
 from cjb.common.netlink.nft import apply_table, counters
 from cjb.common.netlink.real import RealKernel
+from cjb.common.tunnel_mtu import service_mtu_for
 from cjb.common.vxlan_guard import GuardError, VxlanGuard, attach, underlay_links
 from cjb.common.wireguard import WireGuard
 from cjb.common.wireguard.model import Endpoint
@@ -164,7 +165,9 @@ class Gateway:
             return True
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop, t: TenantSpec) -> None:
-        translator = Translator(XlatConfig(lan_mtu=t.lan_mtu, service_mtu=t.lan_mtu + 20))
+        translator = Translator(
+            XlatConfig(lan_mtu=t.lan_mtu, service_mtu=service_mtu_for(t.lan_mtu))
+        )
         names = {Port.TUNNEL: t.tunnel_port, Port.SERVICE: t.service_port}
         if t.native_ipv6:
             names[Port.NATIVE] = t.native_port

@@ -1,9 +1,7 @@
 """The tenant directory the service host reads: interface name -> tenant.
 
-Format (read by cjb.service.directory, version 1):
-  {"version": 1, "tenants": {"<service ifname>": {"tenant": "<name>",
-   "service_ipv4": "192.168.0.100", "native_ifname": "<native ifname>"}}}
-Written atomically (write + rename) so a reader never sees half a file.
+Built as common/tenant_directory.DirectoryFile, the model the service host's reader
+validates with; written atomically (write + rename) so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -12,17 +10,22 @@ import json
 from pathlib import Path
 
 from cjb.common.private_file import atomic_write
+from cjb.common.tenant_directory import SUPPORTED_VERSION, DirectoryEntry, DirectoryFile
 from cjb.gateway.dataplane.config import GatewayConfig
 
 
-def directory(cfg: GatewayConfig) -> dict[str, object]:
-    tenants: dict[str, object] = {}
-    for t in cfg.tenants:
-        entry: dict[str, str] = {"tenant": t.name, "service_ipv4": str(t.service_ipv4)}
-        if t.native_ipv6:
-            entry["native_ifname"] = t.native_ifname
-        tenants[t.service_ifname] = entry
-    return {"version": 1, "tenants": tenants}
+def directory(cfg: GatewayConfig) -> DirectoryFile:
+    return DirectoryFile(
+        version=SUPPORTED_VERSION,
+        tenants={
+            t.service_ifname: DirectoryEntry(
+                tenant=t.name,
+                service_ipv4=t.service_ipv4,
+                native_ifname=t.native_ifname if t.native_ipv6 else None,
+            )
+            for t in cfg.tenants
+        },
+    )
 
 
 def write_json_atomic(path: Path, data: object) -> None:
@@ -31,4 +34,5 @@ def write_json_atomic(path: Path, data: object) -> None:
 
 
 def write_directory(cfg: GatewayConfig) -> None:
-    write_json_atomic(cfg.directory_file, directory(cfg))
+    cfg.directory_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(cfg.directory_file, directory(cfg).to_json(), 0o644)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from cjb.common.control.service_macs import NATIVE_LINK, SERVICE_LINK, service_mac
 from cjb.common.netlink import (
     Existing,
     Link,
@@ -25,6 +26,7 @@ from cjb.common.netlink import (
     VethPeer,
     Vxlan,
 )
+from cjb.common.tunnel_mtu import service_mtu_for
 from cjb.gateway.dataplane.config import GatewayConfig, TenantSpec
 
 OWNER = "gw"
@@ -70,20 +72,6 @@ NATIVE_SYSCTLS = (
 )
 
 
-SERVICE_LINK = 1  # link numbers inside service_mac()
-NATIVE_LINK = 2
-
-
-def service_mac(vni: int, link: int) -> str:
-    """A stable, locally administered MAC for a service-host link (02:c7:<VNI>:<link>).
-
-    Stable across gateway restarts and link re-creation, so LAN clients' ARP caches (which
-    hold the translated NDP answer's MAC) stay right when a tenant's link is rebuilt.
-    """
-    v = vni.to_bytes(3, "big")
-    return f"02:c7:{v[0]:02x}:{v[1]:02x}:{v[2]:02x}:{link:02x}"
-
-
 def _vnet(t: TenantSpec) -> bool:
     """Offloads off for the one-frame-per-syscall worker; on (GRO/TSO super-frames) for
     its PACKET_VNET_HDR mode, on both ends of each link (issue 7)."""
@@ -110,7 +98,7 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
         Link(
             t.service_port,
             Veth(peer=t.service_ifname, peer_netns=cfg.service_netns),
-            mtu=t.lan_mtu + 20,  # DESIGN §3: a full IPv4 packet grows by 20 bytes in IPv6
+            mtu=service_mtu_for(t.lan_mtu),
             sysctls=PORT_SYSCTLS,
             offloads_off=not _vnet(t),
             offloads_on=_vnet(t),
@@ -120,7 +108,7 @@ def tenant_links(cfg: GatewayConfig, t: TenantSpec) -> tuple[list[Link], list[Li
         Link(
             t.service_ifname,
             VethPeer(of=t.service_port),
-            mtu=t.lan_mtu + 20,
+            mtu=service_mtu_for(t.lan_mtu),
             mac=service_mac(t.vni, SERVICE_LINK),
             addresses=(t.service_address,),
             sysctls=SERVICE_SYSCTLS,

@@ -20,8 +20,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from cjb.common.control.service_macs import NATIVE_LINK, SERVICE_LINK, service_mac
 from cjb.gateway.dataplane.config import TenantSpec
-from cjb.gateway.dataplane.kernel_spec import NATIVE_LINK, SERVICE_LINK, service_mac
 
 NOT_FOR_CLOUD = "unicast-not-for-cloud"
 CLAIMS_SERVICE = "arp-claims-service-address"

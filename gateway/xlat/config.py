@@ -6,6 +6,8 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from cjb.common.tunnel_mtu import service_mtu_for
+
 IPV6_MIN_MTU = 1280  # RFC 8200 §5
 IPV4_MIN_MTU = 68  # RFC 791
 HEADER_GROWTH = 20
@@ -29,7 +31,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class XlatConfig:
     lan_mtu: int = 1500
-    service_mtu: int = 1520  # DESIGN §3: LAN MTU + 20, so translation never fragments
+    service_mtu: int = service_mtu_for(1500)  # so translation never fragments a LAN packet
     # RFC 7915 §4.1 "lowest-ipv6-mtu": DF=0 packets that would exceed it are fragmented.
     # None means the service link MTU: on one link, the link is the whole IPv6 path.
     lowest_ipv6_mtu: int | None = None

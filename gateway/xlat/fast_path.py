@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import struct
 
+from cjb.common.packet.ethernet import ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6
+from cjb.common.packet.ipv4 import IPV4_HEADER_LEN, is_unicast_first_octet
+from cjb.common.packet.ipv6 import IPV6_HEADER_LEN
+from cjb.common.packet.transport import CHECKSUM_OFFSET
 from cjb.gateway.xlat.addressing import FE80_96
 from cjb.gateway.xlat.alg.udp import MDNS_PORT, SSDP_PORT
 from cjb.gateway.xlat.config import XlatConfig
@@ -18,33 +22,33 @@ from cjb.gateway.xlat.icmp_map import DF_THRESHOLD
 from cjb.gateway.xlat.result import Emit, Side, XlatResult
 from cjb.gateway.xlat.to_lan import IdentificationSource
 
-_V4 = struct.Struct("!BBHHHBB")  # up to the protocol field
-_V6_FIXED = struct.Struct("!IHBB")
-_V4_FIXED = struct.Struct("!BBHHHBBH4s4s")
-_MOD = 0xFFFF
-_DELTA = (2 * 0xFE80) % _MOD  # fe80::/96 prefix words, once per address
-_CSUM_OFFSET = {6: 16, 17: 6}
-_ETH_IPV6 = b"\x86\xdd"
-_ETH_IPV4 = b"\x08\x00"
+# The common case's header layouts, shared with gso.py (which translates the same case
+# for GSO super-frames).
+V4_UP_TO_PROTOCOL = struct.Struct("!BBHHHBB")
+V6_FIXED = struct.Struct("!IHBB")  # version/class/flow, payload length, next header, hops
+V4_FIXED = struct.Struct("!BBHHHBBH4s4s")  # a whole IPv4 header without options
+ONES_MOD = 0xFFFF
+V4_L4_OFF = ETH_HEADER_LEN + IPV4_HEADER_LEN  # 34: the transport header, no IPv4 options
+V6_L4_OFF = ETH_HEADER_LEN + IPV6_HEADER_LEN  # 54: the transport header, no extension headers
+ETH_IPV6 = ETHERTYPE_IPV6.to_bytes(2, "big")
+ETH_IPV4 = ETHERTYPE_IPV4.to_bytes(2, "big")
+_DELTA = (2 * 0xFE80) % ONES_MOD  # fe80::/96 prefix words, once per address
 _ALG_PORTS = frozenset(p.to_bytes(2, "big") for p in (MDNS_PORT, SSDP_PORT))
-
-
-def _unicast(first_octet: int) -> bool:
-    return 0 < first_octet < 224 and first_octet != 127
+_unicast = is_unicast_first_octet
 
 
 def ipv4_to_service_fast(frame: bytes, cfg: XlatConfig) -> XlatResult | None:
     if frame[12:14] != b"\x08\x00" or len(frame) < 34 or frame[14] != 0x45 or frame[0] & 1:
         return None
-    _vihl, tos, total, _ident, flags_offset, ttl, proto = _V4.unpack_from(frame, 14)
-    off = _CSUM_OFFSET.get(proto)
+    _vihl, tos, total, _ident, flags_offset, ttl, proto = V4_UP_TO_PROTOCOL.unpack_from(frame, 14)
+    off = CHECKSUM_OFFSET.get(proto)
     if off is None or flags_offset & 0xBFFF or total + 14 > len(frame) or total < 20 + off + 2:
         return None
     if proto == 17 and (frame[34:36] in _ALG_PORTS or frame[36:38] in _ALG_PORTS):
         return None  # mDNS/SSDP: the full path applies the discovery ALG
     if not (_unicast(frame[26]) and _unicast(frame[30])):
         return None
-    if int.from_bytes(frame[14:34], "big") % _MOD:
+    if int.from_bytes(frame[14:34], "big") % ONES_MOD:
         return None  # bad header checksum: let the full path name the drop
     plen = total - 20
     limit = cfg.service_mtu if flags_offset else cfg.ipv6_fragment_threshold
@@ -54,13 +58,13 @@ def ipv4_to_service_fast(frame: bytes, cfg: XlatConfig) -> XlatResult | None:
     csum = (frame[c] << 8) | frame[c + 1]
     if csum == 0:
         return None  # UDP without checksum: policy decides, in the full path
-    folded = (_MOD - csum + _DELTA) % _MOD
-    new = _MOD - folded if folded else (0xFFFF if proto == 17 else 0)
+    folded = (ONES_MOD - csum + _DELTA) % ONES_MOD
+    new = ONES_MOD - folded if folded else (0xFFFF if proto == 17 else 0)
     out = b"".join(
         (
             frame[:12],
-            _ETH_IPV6,
-            _V6_FIXED.pack(0x60000000 | (tos << 20), plen, proto, ttl),
+            ETH_IPV6,
+            V6_FIXED.pack(0x60000000 | (tos << 20), plen, proto, ttl),
             FE80_96,
             frame[26:30],
             FE80_96,
@@ -76,8 +80,8 @@ def ipv4_to_service_fast(frame: bytes, cfg: XlatConfig) -> XlatResult | None:
 def ipv6_to_lan_fast(frame: bytes, cfg: XlatConfig, ids: IdentificationSource) -> XlatResult | None:
     if frame[12:14] != b"\x86\xdd" or len(frame) < 54 or frame[0] & 1:
         return None
-    vtf, plen, nh, hlim = _V6_FIXED.unpack_from(frame, 14)
-    off = _CSUM_OFFSET.get(nh)
+    vtf, plen, nh, hlim = V6_FIXED.unpack_from(frame, 14)
+    off = CHECKSUM_OFFSET.get(nh)
     if off is None or vtf >> 28 != 6 or plen + 54 > len(frame) or plen < off + 2:
         return None
     if nh == 17 and (frame[54:56] in _ALG_PORTS or frame[56:58] in _ALG_PORTS):
@@ -93,10 +97,10 @@ def ipv6_to_lan_fast(frame: bytes, cfg: XlatConfig, ids: IdentificationSource) -
     csum = (frame[c] << 8) | frame[c + 1]
     if csum == 0:
         return None
-    folded = (_MOD - csum + _MOD - _DELTA) % _MOD
-    new = _MOD - folded if folded else (0xFFFF if nh == 17 else 0)
+    folded = (ONES_MOD - csum + ONES_MOD - _DELTA) % ONES_MOD
+    new = ONES_MOD - folded if folded else (0xFFFF if nh == 17 else 0)
     df = total > DF_THRESHOLD
-    header = _V4_FIXED.pack(
+    header = V4_FIXED.pack(
         0x45,
         (vtf >> 20) & 0xFF,
         total,
@@ -108,12 +112,12 @@ def ipv6_to_lan_fast(frame: bytes, cfg: XlatConfig, ids: IdentificationSource) -
         frame[34:38],
         frame[50:54],
     )
-    hsum = int.from_bytes(header, "big") % _MOD
-    hcsum = _MOD - hsum
+    hsum = int.from_bytes(header, "big") % ONES_MOD
+    hcsum = ONES_MOD - hsum
     out = b"".join(
         (
             frame[:12],
-            _ETH_IPV4,
+            ETH_IPV4,
             header[:10],
             hcsum.to_bytes(2, "big"),
             header[12:],

@@ -28,8 +28,20 @@ import struct
 from collections import Counter
 from typing import NamedTuple
 
+from cjb.common.packet.ipv4 import PROTO_TCP, PROTO_UDP, is_unicast_first_octet
+from cjb.common.packet.transport import CHECKSUM_OFFSET
 from cjb.gateway.xlat.addressing import FE80_96
 from cjb.gateway.xlat.alg.udp import MDNS_PORT, SSDP_PORT
+from cjb.gateway.xlat.fast_path import (
+    ETH_IPV4,
+    ETH_IPV6,
+    ONES_MOD,
+    V4_FIXED,
+    V4_L4_OFF,
+    V4_UP_TO_PROTOCOL,
+    V6_FIXED,
+    V6_L4_OFF,
+)
 from cjb.gateway.xlat.gso_segment import SegmentError, complete_checksum, segment
 from cjb.gateway.xlat.icmp_map import DF_THRESHOLD
 from cjb.gateway.xlat.result import Direction, Side
@@ -51,16 +63,7 @@ GSO_ECN = 0x80
 
 NO_VNET = bytes(VNET_HDR_LEN)  # a complete frame: no GSO, checksums finished
 
-_V4 = struct.Struct("!BBHHHBB")  # up to the protocol field
-_V6_FIXED = struct.Struct("!IHBB")
-_V4_FIXED = struct.Struct("!BBHHHBBH4s4s")
-_MOD = 0xFFFF
-_CSUM_OFFSET = {6: 16, 17: 6}
-_GSO_PROTO = {GSO_TCPV4: 6, GSO_TCPV6: 6, GSO_UDP_L4: 17}
-_ETH_IPV6 = b"\x86\xdd"
-_ETH_IPV4 = b"\x08\x00"
-_V4_L4 = 34  # Ethernet + IPv4 header without options
-_V6_L4 = 54  # Ethernet + IPv6 fixed header
+_GSO_PROTO = {GSO_TCPV4: PROTO_TCP, GSO_TCPV6: PROTO_TCP, GSO_UDP_L4: PROTO_UDP}
 _ALG_PORTS = frozenset((MDNS_PORT, SSDP_PORT))
 _PORTS = struct.Struct("!HH")
 
@@ -111,8 +114,7 @@ class GsoCounters:
         }
 
 
-def _unicast(first_octet: int) -> bool:
-    return 0 < first_octet < 224 and first_octet != 127
+_unicast = is_unicast_first_octet
 
 
 def pseudo_sum(addresses: bytes | memoryview, l4_len: int, proto: int, v6: bool) -> int:
@@ -122,7 +124,7 @@ def pseudo_sum(addresses: bytes | memoryview, l4_len: int, proto: int, v6: bool)
     total = int.from_bytes(addresses, "big") + proto + (l4_len >> 16) + (l4_len & 0xFFFF)
     if v6:
         total += 2 * 0xFE80
-    return total % _MOD or _MOD
+    return total % ONES_MOD or ONES_MOD
 
 
 def _out_vnet(
@@ -180,11 +182,13 @@ class VnetTranslator:
     def _to_service(
         self, frame: bytes | memoryview, gso_type: int, gso_size: int, cs: int, co: int
     ) -> tuple[VnetEmit, int] | None:
-        if frame[12:14] != _ETH_IPV4 or frame[14] != 0x45 or frame[0] & 1 or cs != _V4_L4:
+        if frame[12:14] != ETH_IPV4 or frame[14] != 0x45 or frame[0] & 1 or cs != V4_L4_OFF:
             return None
-        _vihl, tos, total, _ident, flags_offset, ttl, proto = _V4.unpack_from(frame, 14)
+        _vihl, tos, total, _ident, flags_offset, ttl, proto = V4_UP_TO_PROTOCOL.unpack_from(
+            frame, 14
+        )
         base = gso_type & ~GSO_ECN
-        if _CSUM_OFFSET.get(proto) != co or (base != GSO_NONE and _GSO_PROTO[base] != proto):
+        if CHECKSUM_OFFSET.get(proto) != co or (base != GSO_NONE and _GSO_PROTO[base] != proto):
             return None
         if base not in (GSO_NONE, GSO_TCPV4, GSO_UDP_L4):
             return None
@@ -194,49 +198,49 @@ class VnetTranslator:
             return None  # mDNS/SSDP: the reference applies the discovery ALG
         if not (_unicast(frame[26]) and _unicast(frame[30])):
             return None
-        if int.from_bytes(frame[14:34], "big") % _MOD:
+        if int.from_bytes(frame[14:34], "big") % ONES_MOD:
             return None  # bad header checksum: the reference names the drop
         l4_hlen = (frame[46] >> 4) * 4 if proto == 6 else 8
-        if (l4_hlen < 20 and proto == 6) or _V4_L4 + l4_hlen > 14 + total:
+        if (l4_hlen < 20 and proto == 6) or V4_L4_OFF + l4_hlen > 14 + total:
             return None
         seg_len = l4_hlen + gso_size if base != GSO_NONE else total - 20
         limit = self.config.service_mtu if flags_offset else self.config.ipv6_fragment_threshold
         if 40 + seg_len > limit:
             return None  # each segment must be the reference's common case
         plen = total - 20
-        c = _V4_L4 + co
+        c = V4_L4_OFF + co
         check = pseudo_sum(frame[26:34], plen, proto, v6=True)
         out_type = gso_type if base != GSO_TCPV4 else GSO_TCPV6 | (gso_type & GSO_ECN)
         header = b"".join(
             (
                 frame[:12],
-                _ETH_IPV6,
-                _V6_FIXED.pack(0x60000000 | (tos << 20), plen, proto, ttl),
+                ETH_IPV6,
+                V6_FIXED.pack(0x60000000 | (tos << 20), plen, proto, ttl),
                 FE80_96,
                 frame[26:30],
                 FE80_96,
                 frame[30:34],
-                frame[_V4_L4:c],
+                frame[V4_L4_OFF:c],
                 check.to_bytes(2, "big"),
-                frame[c + 2 : _V4_L4 + l4_hlen],
+                frame[c + 2 : V4_L4_OFF + l4_hlen],
             )
         )
-        vnet = _out_vnet(F_NEEDS_CSUM, out_type, _V6_L4, l4_hlen, gso_size, co)
-        payload = memoryview(frame)[_V4_L4 + l4_hlen : 14 + total]
-        return VnetEmit(Side.SERVICE, vnet, (header, payload)), _V4_L4 + l4_hlen
+        vnet = _out_vnet(F_NEEDS_CSUM, out_type, V6_L4_OFF, l4_hlen, gso_size, co)
+        payload = memoryview(frame)[V4_L4_OFF + l4_hlen : 14 + total]
+        return VnetEmit(Side.SERVICE, vnet, (header, payload)), V4_L4_OFF + l4_hlen
 
     def _to_lan(
         self, frame: bytes | memoryview, gso_type: int, gso_size: int, cs: int, co: int
     ) -> tuple[VnetEmit, int] | None:
-        if frame[12:14] != _ETH_IPV6 or frame[0] & 1 or cs != _V6_L4:
+        if frame[12:14] != ETH_IPV6 or frame[0] & 1 or cs != V6_L4_OFF:
             return None
-        vtf, plen, nh, hlim = _V6_FIXED.unpack_from(frame, 14)
+        vtf, plen, nh, hlim = V6_FIXED.unpack_from(frame, 14)
         base = gso_type & ~GSO_ECN
-        if _CSUM_OFFSET.get(nh) != co or (base != GSO_NONE and _GSO_PROTO[base] != nh):
+        if CHECKSUM_OFFSET.get(nh) != co or (base != GSO_NONE and _GSO_PROTO[base] != nh):
             return None
         if base not in (GSO_NONE, GSO_TCPV6, GSO_UDP_L4):
             return None
-        if vtf >> 28 != 6 or plen + _V6_L4 > len(frame) or plen < co + 2:
+        if vtf >> 28 != 6 or plen + V6_L4_OFF > len(frame) or plen < co + 2:
             return None
         if nh == 17 and not _ALG_PORTS.isdisjoint(_PORTS.unpack_from(frame, 54)):
             return None
@@ -260,7 +264,7 @@ class VnetTranslator:
             if base != GSO_NONE:
                 for _ in range(-(-(plen - l4_hlen) // gso_size) - 1):
                     self._ids.next()
-        header = _V4_FIXED.pack(
+        header = V4_FIXED.pack(
             0x45,
             (vtf >> 20) & 0xFF,
             total,
@@ -272,25 +276,25 @@ class VnetTranslator:
             bytes(frame[34:38]),
             bytes(frame[50:54]),
         )
-        hcsum = _MOD - int.from_bytes(header, "big") % _MOD
-        c = _V6_L4 + co
+        hcsum = ONES_MOD - int.from_bytes(header, "big") % ONES_MOD
+        c = V6_L4_OFF + co
         check = pseudo_sum(header[12:20], plen, nh, v6=False)
         out_type = gso_type if base != GSO_TCPV6 else GSO_TCPV4 | (gso_type & GSO_ECN)
         head = b"".join(
             (
                 frame[:12],
-                _ETH_IPV4,
+                ETH_IPV4,
                 header[:10],
                 hcsum.to_bytes(2, "big"),
                 header[12:],
-                frame[_V6_L4:c],
+                frame[V6_L4_OFF:c],
                 check.to_bytes(2, "big"),
-                frame[c + 2 : _V6_L4 + l4_hlen],
+                frame[c + 2 : V6_L4_OFF + l4_hlen],
             )
         )
-        vnet = _out_vnet(F_NEEDS_CSUM, out_type, _V4_L4, l4_hlen, gso_size, co)
-        payload = memoryview(frame)[_V6_L4 + l4_hlen : _V6_L4 + plen]
-        return VnetEmit(Side.LAN, vnet, (head, payload)), _V6_L4 + l4_hlen
+        vnet = _out_vnet(F_NEEDS_CSUM, out_type, V4_L4_OFF, l4_hlen, gso_size, co)
+        payload = memoryview(frame)[V6_L4_OFF + l4_hlen : V6_L4_OFF + plen]
+        return VnetEmit(Side.LAN, vnet, (head, payload)), V6_L4_OFF + l4_hlen
 
     # -- everything else: make wire frames, then the reference --------------------------
 

@@ -27,6 +27,7 @@ from cjb.common.packet.ipv6 import (
     walk_extensions,
 )
 from cjb.common.packet.transport import CHECKSUM_OFFSET
+from cjb.common.tunnel_mtu import IPV6_HEADER_GROWTH, service_mtu_for
 from cjb.gateway.xlat.addressing import any_v4_to_v6, any_v6_to_v4
 from cjb.gateway.xlat.config import IPV6_MIN_MTU, XlatConfig
 from cjb.gateway.xlat.result import DropReason
@@ -309,7 +310,7 @@ def icmp_4to6(msg: bytes, src6: bytes, dst6: bytes, cfg: XlatConfig) -> bytes | 
             advertised = _plateau_below(
                 int.from_bytes(quoted[2:4], "big") if len(quoted) >= 4 else 0
             )
-        mtu = min(advertised + 20, cfg.service_mtu, cfg.lan_mtu + 20)
+        mtu = min(advertised + IPV6_HEADER_GROWTH, cfg.service_mtu, service_mtu_for(cfg.lan_mtu))
         rest = max(mtu, IPV6_MIN_MTU).to_bytes(4, "big")
 
     room = MAX_ICMPV6_ERROR_PACKET - 40 - I.ICMP_HEADER_LEN
@@ -348,7 +349,10 @@ def icmp_6to4(msg: bytes, src6: bytes, dst6: bytes, cfg: XlatConfig) -> bytes | 
     elif icmp_type == I.V6_PACKET_TOO_BIG:
         new_type, new_code = I.V4_DEST_UNREACHABLE, I.V4_CODE_FRAG_NEEDED
         advertised = int.from_bytes(msg[4:8], "big")
-        mtu = max(min(advertised - 20, cfg.lan_mtu, cfg.service_mtu - 20), 68)
+        mtu = max(
+            min(advertised - IPV6_HEADER_GROWTH, cfg.lan_mtu, cfg.service_mtu - IPV6_HEADER_GROWTH),
+            68,
+        )
         rest = b"\x00\x00" + mtu.to_bytes(2, "big")
         length_field_allowed = False
     elif icmp_type == I.V6_TIME_EXCEEDED:

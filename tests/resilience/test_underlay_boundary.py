@@ -39,9 +39,9 @@ import pytest
 from labkit import Capture
 from reskit import Report
 
+from cjb.common.control.service_macs import SERVICE_LINK, service_mac
 from cjb.common.netlink.nft import tables
 from cjb.common.packet.checksum import internet_checksum
-from cjb.gateway.dataplane.kernel_spec import SERVICE_LINK, service_mac
 from cjb.lab.control import down, up
 from cjb.lab.demo import curl
 from cjb.lab.state import LabState

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cjb.common.netlink import TcBpf
+from cjb.common.tunnel_mtu import service_mtu_for
 from cjb.gateway.dataplane.bpf.fastpath import FastPath, FastPathConfig, FastPathError
 from cjb.gateway.dataplane.config import TenantSpec
 from cjb.gateway.dataplane.lan_guard import cloud_macs
@@ -111,7 +112,7 @@ class KernelFastPaths:
                     service_ifindex=self._ifindex(t.service_port),
                     native_ifindex=self._ifindex(t.native_port) if t.native_ipv6 else 0,
                     lan_mtu=t.lan_mtu,
-                    service_mtu=t.lan_mtu + 20,  # DESIGN §3, as the worker's XlatConfig
+                    service_mtu=service_mtu_for(t.lan_mtu),  # as the worker's XlatConfig
                     cloud_macs=tuple(sorted(cloud_macs(t))),
                 )
             except OSError as exc:

@@ -31,6 +31,17 @@
 /* UDP ports whose payload the discovery ALG rewrites (gateway/xlat/alg/udp.py): slow path. */
 #define MDNS_PORT 5353 /* RFC 6762 §3 */
 #define SSDP_PORT 1900 /* UPnP Device Architecture §1.1.2 */
+/* Frame layout of the common case; tests/test_bpf_constants.py compares every #define here
+ * with the Python translator's constant of the same meaning. */
+#define V4_L4_OFF 34 /* Ethernet + IPv4 header without options */
+#define V6_L4_OFF 54 /* Ethernet + IPv6 fixed header */
+#define TCP_CSUM_OFF 16 /* checksum field inside the transport header */
+#define UDP_CSUM_OFF 6
+#define ICMP_CSUM_OFF 2
+#define FE80_0 0xfe /* fe80::/96: the first two octets; the next ten are zero */
+#define FE80_1 0x80
+#define ETH_P_IPV6_HI 0x86 /* EtherType IPv6, octet by octet */
+#define ETH_P_IPV6_LO 0xdd
 
 struct cjb_cfg {
 	__u32 tunnel_ifindex;
@@ -109,7 +120,7 @@ static __always_inline int fe80_96(const __u8 *a)
 #pragma unroll
 	for (int i = 2; i < 12; i++)
 		acc |= a[i];
-	return a[0] == 0xfe && a[1] == 0x80 && !acc;
+	return a[0] == FE80_0 && a[1] == FE80_1 && !acc;
 }
 
 static __always_inline int alg_port(struct __sk_buff *skb, __u32 l4_off)
@@ -124,11 +135,11 @@ static __always_inline int alg_port(struct __sk_buff *skb, __u32 l4_off)
 static __always_inline __u32 csum_offset(__u8 proto)
 {
 	if (proto == IPPROTO_TCP)
-		return 16;
+		return TCP_CSUM_OFF;
 	if (proto == IPPROTO_UDP)
-		return 6;
+		return UDP_CSUM_OFF;
 	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
-		return 2;
+		return ICMP_CSUM_OFF;
 	return 0;
 }
 
@@ -146,7 +157,7 @@ static __always_inline __u32 segment_l3_len(struct __sk_buff *skb, __u32 l3_len,
 /* ---------------------------------------------------------------- IPv4 -> IPv6 */
 
 struct v4 {
-	__u8 h[34]; /* Ethernet + IPv4 header without options */
+	__u8 h[V4_L4_OFF];
 	__u32 total;
 	__u32 off; /* transport checksum offset */
 	__u8 proto;
@@ -158,7 +169,7 @@ struct v4 {
 static __always_inline int v4_fast(struct __sk_buff *skb, const struct cjb_cfg *cfg, struct v4 *p)
 {
 	__u8 *h = p->h;
-	if (bpf_skb_load_bytes(skb, 0, h, 34))
+	if (bpf_skb_load_bytes(skb, 0, h, V4_L4_OFF))
 		return 0;
 	if ((h[0] & 1) || h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45)
 		return 0; /* multicast/broadcast MAC, not IPv4, or IPv4 options */
@@ -167,18 +178,18 @@ static __always_inline int v4_fast(struct __sk_buff *skb, const struct cjb_cfg *
 	__u8 proto = h[23];
 	if (flags_offset & 0xBFFF)
 		return 0; /* fragments and the reserved bit: slow path (RFC 7915 §4.1) */
-	__u32 off = proto == IPPROTO_ICMP ? 2 : csum_offset(proto);
+	__u32 off = proto == IPPROTO_ICMP ? ICMP_CSUM_OFF : csum_offset(proto);
 	if (!off || total + 14 > skb->len || total < 20 + off + 2)
 		return 0;
 	if (proto == IPPROTO_ICMP && total < 28)
 		return 0;
-	if (proto == IPPROTO_UDP && alg_port(skb, 34))
+	if (proto == IPPROTO_UDP && alg_port(skb, V4_L4_OFF))
 		return 0;
 	if (!unicast4(h[26]) || !unicast4(h[30]))
 		return 0;
 	__u32 sum = 0;
 #pragma unroll
-	for (int i = 14; i < 34; i += 2)
+	for (int i = 14; i < V4_L4_OFF; i += 2)
 		sum += (h[i] << 8) | h[i + 1];
 	if (sum % MOD)
 		return 0; /* bad header checksum: the full path names the drop */
@@ -186,20 +197,20 @@ static __always_inline int v4_fast(struct __sk_buff *skb, const struct cjb_cfg *
 	__u32 l4_hdr = 8;
 	if (proto == IPPROTO_TCP) {
 		__u8 doff;
-		if (bpf_skb_load_bytes(skb, 34 + 12, &doff, 1))
+		if (bpf_skb_load_bytes(skb, V4_L4_OFF + 12, &doff, 1))
 			return 0;
 		l4_hdr = (doff >> 4) * 4;
 	}
 	if (40 + segment_l3_len(skb, total - 20, 0, l4_hdr) > cfg->service_mtu)
 		return 0; /* too big: PMTU error or fragments, in the slow path */
 	if (proto == IPPROTO_ICMP) {
-		if (bpf_skb_load_bytes(skb, 34, l4, 1))
+		if (bpf_skb_load_bytes(skb, V4_L4_OFF, l4, 1))
 			return 0;
 		if (l4[0] != 8 && l4[0] != 0)
 			return 0; /* only echo request/reply; errors quote packets */
 		p->icmp_type = l4[0];
 	} else {
-		if (bpf_skb_load_bytes(skb, 34 + off, l4, 2))
+		if (bpf_skb_load_bytes(skb, V4_L4_OFF + off, l4, 2))
 			return 0;
 		if (!l4[0] && !l4[1])
 			return 0; /* zero checksum: RFC 7915 §4.5 policy, in the full path */
@@ -233,16 +244,16 @@ static __always_inline int v4_to_v6(struct __sk_buff *skb, const struct cjb_cfg 
 	__u8 *h = p->h;
 	__u32 len = skb->len;
 	struct v6hdr out = {};
-	out.eth_type[0] = 0x86;
-	out.eth_type[1] = 0xdd;
+	out.eth_type[0] = ETH_P_IPV6_HI;
+	out.eth_type[1] = ETH_P_IPV6_LO;
 	out.vtf = bpf_htonl(0x60000000 | ((__u32)h[15] << 20));
 	out.plen = bpf_htons(p->total - 20);
 	out.nh = p->proto == IPPROTO_ICMP ? IPPROTO_ICMPV6 : p->proto;
 	out.hlim = h[22]; /* copied, not decremented (DESIGN §3) */
-	out.src[0] = 0xfe;
-	out.src[1] = 0x80;
-	out.dst[0] = 0xfe;
-	out.dst[1] = 0x80;
+	out.src[0] = FE80_0;
+	out.src[1] = FE80_1;
+	out.dst[0] = FE80_0;
+	out.dst[1] = FE80_1;
 	__builtin_memcpy(&out.src[12], &h[26], 4);
 	__builtin_memcpy(&out.dst[12], &h[30], 4);
 
@@ -270,13 +281,13 @@ static __always_inline int v4_to_v6(struct __sk_buff *skb, const struct cjb_cfg 
 		__s64 diff = bpf_csum_diff((__be32 *)old_word, 4, (__be32 *)&add, sizeof(add), 0);
 		if (diff < 0 || bpf_l4_csum_replace(skb, 36, 0, diff, 0))
 			return -1;
-		if (bpf_skb_store_bytes(skb, 34, &new_type, 1, 0))
+		if (bpf_skb_store_bytes(skb, V4_L4_OFF, &new_type, 1, 0))
 			return -1;
 	} else {
 		/* TCP/UDP: only the pseudo-header addresses change (RFC 7915 §4.5). */
 		__s64 diff = bpf_csum_diff((__be32 *)&h[26], 8, (__be32 *)out.src, 32, 0);
 		__u64 flags = BPF_F_PSEUDO_HDR | (p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
-		if (diff < 0 || bpf_l4_csum_replace(skb, 34 + p->off, 0, diff, flags))
+		if (diff < 0 || bpf_l4_csum_replace(skb, V4_L4_OFF + p->off, 0, diff, flags))
 			return -1;
 	}
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
@@ -289,7 +300,7 @@ static __always_inline int v4_to_v6(struct __sk_buff *skb, const struct cjb_cfg 
 /* ---------------------------------------------------------------- IPv6 -> IPv4 */
 
 struct v6 {
-	__u8 h[54]; /* Ethernet + IPv6 fixed header */
+	__u8 h[V6_L4_OFF];
 	__u32 plen;
 	__u32 off;
 	__u8 nh;
@@ -299,20 +310,20 @@ struct v6 {
 static __always_inline int v6_fast(struct __sk_buff *skb, const struct cjb_cfg *cfg, struct v6 *p)
 {
 	__u8 *h = p->h;
-	if (bpf_skb_load_bytes(skb, 0, h, 54))
+	if (bpf_skb_load_bytes(skb, 0, h, V6_L4_OFF))
 		return 0;
-	if ((h[0] & 1) || h[12] != 0x86 || h[13] != 0xdd || (h[14] >> 4) != 6)
+	if ((h[0] & 1) || h[12] != ETH_P_IPV6_HI || h[13] != ETH_P_IPV6_LO || (h[14] >> 4) != 6)
 		return 0;
 	__u32 plen = (h[18] << 8) | h[19];
 	__u8 nh = h[20];
-	__u32 off = nh == IPPROTO_ICMPV6 ? 2 : csum_offset(nh);
+	__u32 off = nh == IPPROTO_ICMPV6 ? ICMP_CSUM_OFF : csum_offset(nh);
 	if (!off || nh == IPPROTO_ICMP)
 		return 0; /* extension headers, fragments and other protocols: slow path */
-	if (plen + 54 > skb->len || plen < off + 2 || plen + 20 > 0xFFFF)
+	if (plen + V6_L4_OFF > skb->len || plen < off + 2 || plen + 20 > 0xFFFF)
 		return 0; /* the last: a GSO super-frame whose IPv4 total length would not fit */
 	if (nh == IPPROTO_ICMPV6 && plen < 8)
 		return 0;
-	if (nh == IPPROTO_UDP && alg_port(skb, 54))
+	if (nh == IPPROTO_UDP && alg_port(skb, V6_L4_OFF))
 		return 0;
 	if (!fe80_96(&h[22]) || !fe80_96(&h[38]))
 		return 0;
@@ -321,7 +332,7 @@ static __always_inline int v6_fast(struct __sk_buff *skb, const struct cjb_cfg *
 	__u32 l4_hdr = 8;
 	if (nh == IPPROTO_TCP) {
 		__u8 doff;
-		if (bpf_skb_load_bytes(skb, 54 + 12, &doff, 1))
+		if (bpf_skb_load_bytes(skb, V6_L4_OFF + 12, &doff, 1))
 			return 0;
 		l4_hdr = (doff >> 4) * 4;
 	}
@@ -332,13 +343,13 @@ static __always_inline int v6_fast(struct __sk_buff *skb, const struct cjb_cfg *
 		return 0; /* DF-clear segments would all share one ID */
 	__u8 l4[2];
 	if (nh == IPPROTO_ICMPV6) {
-		if (bpf_skb_load_bytes(skb, 54, l4, 1))
+		if (bpf_skb_load_bytes(skb, V6_L4_OFF, l4, 1))
 			return 0;
 		if (l4[0] != 128 && l4[0] != 129)
 			return 0; /* NDP, MLD, errors: slow path */
 		p->icmp_type = l4[0];
 	} else {
-		if (bpf_skb_load_bytes(skb, 54 + off, l4, 2))
+		if (bpf_skb_load_bytes(skb, V6_L4_OFF + off, l4, 2))
 			return 0;
 		if (!l4[0] && !l4[1])
 			return 0; /* invalid in IPv6 (RFC 8200 §8.1): the full path drops it */
@@ -393,7 +404,7 @@ static __always_inline int v6_to_v4(struct __sk_buff *skb, const struct cjb_cfg 
 	w[10] = hc >> 8;
 	w[11] = hc & 0xff;
 
-	if (skb->len > 54 + p->plen && bpf_skb_change_tail(skb, 54 + p->plen, 0))
+	if (skb->len > V6_L4_OFF + p->plen && bpf_skb_change_tail(skb, V6_L4_OFF + p->plen, 0))
 		return -1;
 	if (p->nh == IPPROTO_ICMPV6) {
 		__u8 new_type = p->icmp_type == 128 ? 8 : 0;
@@ -415,12 +426,12 @@ static __always_inline int v6_to_v4(struct __sk_buff *skb, const struct cjb_cfg 
 					   4, 0);
 		if (diff < 0 || bpf_l4_csum_replace(skb, 56, 0, diff, 0))
 			return -1;
-		if (bpf_skb_store_bytes(skb, 54, &new_type, 1, 0))
+		if (bpf_skb_store_bytes(skb, V6_L4_OFF, &new_type, 1, 0))
 			return -1;
 	} else {
 		__s64 diff = bpf_csum_diff((__be32 *)&h[22], 32, (__be32 *)&w[12], 8, 0);
 		__u64 f = BPF_F_PSEUDO_HDR | (p->nh == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
-		if (diff < 0 || bpf_l4_csum_replace(skb, 54 + p->off, 0, diff, f))
+		if (diff < 0 || bpf_l4_csum_replace(skb, V6_L4_OFF + p->off, 0, diff, f))
 			return -1;
 	}
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0))
@@ -435,7 +446,7 @@ static __always_inline int v6_to_v4(struct __sk_buff *skb, const struct cjb_cfg 
 static __always_inline int is_ipv6(struct __sk_buff *skb)
 {
 	__u8 t[2];
-	return !bpf_skb_load_bytes(skb, 12, t, 2) && t[0] == 0x86 && t[1] == 0xdd;
+	return !bpf_skb_load_bytes(skb, 12, t, 2) && t[0] == ETH_P_IPV6_HI && t[1] == ETH_P_IPV6_LO;
 }
 
 /* The worker's LAN guard (gateway/dataplane/lan_guard.py), mirrored: unicast from the
