@@ -117,7 +117,7 @@ def _device(serial: str, tenant: str | None, state: str, **over: object) -> Devi
         "serial": serial, "factory_public_key": KEY, "tenant": tenant,
         "model": "cjb-appliance", "state": state, "wireguard_public_key": None,
         "enrolled_at": None, "last_seen": None, "last_peer": None, "heartbeat": None,
-        "created_at": NOW - 1000,
+        "created_at": NOW - 1000, "current_cert": None,
     }  # fmt: skip
     return DeviceRow(**{**base, **over})  # type: ignore[arg-type]
 
@@ -445,11 +445,12 @@ def test_api_settings_lower_bounds(key: str, low: int) -> None:
 
 
 def test_state_dir_may_exist_empty_and_its_key_folders_are_private(tmp_path: Path) -> None:
-    """An empty folder made beforehand (e.g. systemd's StateDirectory=) is used as is; the
-    folders holding keys are 0700 whatever the umask lets through."""
+    """An empty folder made beforehand (e.g. by tmpfiles.d) is used as is; the folders holding
+    keys are 0700 whatever the umask lets through (docs/operations.md: api/, dataplane/)."""
     root = tmp_path / "gw"
     root.mkdir(mode=0o755)
     statedir.init_state_dir(root, ["localhost"], "gw:51820")
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700
-    for sub in ("ca", "tls", "wireguard"):
-        assert stat.S_IMODE((root / sub).stat().st_mode) == 0o700, sub
+    layout = statedir.StateDir(root)
+    for private in (layout.api_dir, layout.dataplane_dir, layout.ca_key.parent,
+                    layout.server_key.parent, layout.wg_private.parent):  # fmt: skip
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700, private

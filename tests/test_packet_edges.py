@@ -114,11 +114,16 @@ def test_extension_header_with_exactly_two_bytes_left_reports_its_full_length() 
     assert got == Invalid(Problem.TRUNCATED, "ipv6 extension header: need 48 bytes, have 42")
 
 
-def test_opaque_extensions_are_the_ones_a_translator_cannot_step_over() -> None:
-    # IANA's IPv6 extension header types that are neither stepped over (hop-by-hop, routing,
-    # destination options), nor the fragment header, nor ESP (upper layer to a translator):
-    # AH 51, Mobility 135, HIP 139, Shim6 140, and the two experimental values (RFC 3692).
-    assert frozenset({51, 135, 139, 140, 253, 254}) == ipv6.OPAQUE_EXTENSIONS
+def test_only_the_headers_a_translator_steps_over_are_extensions_to_it() -> None:
+    # RFC 7915 §5.1: hop-by-hop, routing and destination options are stepped over and the
+    # fragment header is translated; any other Next Header value (AH 51, Mobility 135, the
+    # experimental 253/254, ...) is an upper layer whose number is copied into Protocol.
+    assert frozenset({0, 43, 60}) == ipv6.SKIPPABLE_EXTENSIONS
+    packet = _v6(b"")
+    for nh in (51, 135, 139, 140, 253, 254):
+        got = ipv6.walk_extensions(packet, nh, len(packet))
+        assert isinstance(got, ipv6.ExtensionChain), (nh, got)
+        assert (got.upper_layer, got.upper_offset, got.fragment) == (nh, 40, None), (nh, got)
 
 
 # -- NDP options (RFC 4861 §4.6) --------------------------------------------------------------
