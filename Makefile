@@ -14,7 +14,7 @@ DEBS    := $(shell grep -v '^\#' tools/debian-packages.txt)
 
 setup: system-packages $(VENV)/.installed bpf
 
-# The kernel fast path (issue 7) and the VXLAN guard: built here, never committed
+# The kernel fast path and the VXLAN guard: built here, never committed
 # (*.bpf.o is gitignored).
 BPF_OBJ := gateway/dataplane/bpf/xlat.bpf.o
 GUARD_OBJ := common/vxlan_guard/guard.bpf.o
@@ -72,7 +72,7 @@ bench: setup
 clean:
 	rm -rf $(VENV) .typecheck .mutation build *.egg-info
 
-# Fig. 8 of the paper, extended (issue 7): root, a few minutes; writes results/fig8.*
+# Fig. 8 of the paper, extended: root, a few minutes; writes results/fig8.*
 fig8: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/fig8.py

@@ -1,4 +1,5 @@
-"""The appliance agent (DESIGN §2): enroll, build the tunnel, keep it healthy, filter the WAN.
+"""The appliance agent: enroll, build the tunnel, keep it healthy, filter the WAN
+(docs/architecture.md).
 
 lifecycle.py       sans-IO enrollment/heartbeat state machine (time and randomness passed in)
 backoff.py         exponential backoff with full jitter

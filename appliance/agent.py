@@ -1,6 +1,6 @@
 """The appliance agent: `run(cfg)` picks the mode (config.py) and owns the process.
 
-Static mode (issue 3): LAN bridge + a fixed VXLAN tunnel port, kept in place. Every
+Static mode: LAN bridge + a fixed VXLAN tunnel port, kept in place. Every
 `check_interval` the desired state is applied again; apply is idempotent, so this only acts
 when something drifted (the tunnel port was removed or detached from the bridge).
 Enrolled mode: enrolled.py.

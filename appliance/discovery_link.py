@@ -1,4 +1,4 @@
-"""Drives the discovery relay (appliance/discovery, issue 5) from the agent's state.
+"""Drives the discovery relay (appliance/discovery) from the agent's state.
 
 The agent calls `sync` every tick with what it knows: the enrolled config, its own LAN
 address, whether the tunnel is up, whether the tunnel port was just re-created. The relay

@@ -1,4 +1,4 @@
-"""The production `TunnelBuilder`: WireGuard to the gateway, VXLAN inside it (issue 4).
+"""The production `TunnelBuilder`: WireGuard to the gateway, VXLAN inside it.
 
     LAN ── br-lan ── cjb-vx0 (VXLAN, VNI = tenant's)      local  = our overlay address
                         │                                  remote = gateway overlay address

@@ -490,7 +490,7 @@ def main() -> int:
         "--userspace-io",
         default="packet-vnet",
         choices=("packet", "packet-vnet"),
-        help="the userspace worker's IO mode (engineer E's config field `userspace_io`)",
+        help="the userspace worker's IO mode (config field `userspace_io`)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--publish", type=Path, default=ROOT / "bench" / "results")

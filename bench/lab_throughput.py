@@ -117,7 +117,7 @@ def main() -> int:
         "--transport",
         choices=["vxlan", "wireguard", "both"],
         default="both",
-        help="which lab to measure: plain VXLAN (issue 3), enrolled WireGuard (issue 4), both",
+        help="which lab to measure: plain VXLAN, enrolled WireGuard, both",
     )
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -1,4 +1,4 @@
-"""Issue 8's reliability and security suite, from one command, with the summary table.
+"""The reliability and security suite, from one command, with the summary table.
 
     sudo .venv/bin/python bench/resilience.py            # the CI subset (a few minutes)
     sudo .venv/bin/python bench/resilience.py --long     # the issue's counts (CJB_LONG=1):

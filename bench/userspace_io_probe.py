@@ -1,4 +1,4 @@
-"""Probe behind the worker's IO choice (issue 7): which vnet-header port type moves TCP
+"""Probe behind the worker's IO choice: which vnet-header port type moves TCP
 super-frames fastest through a Python loop? No translation, just the IO.
 
     A eth0 10.97.0.1 ─veth─ pa ┐  M: Python forwarder  ┌ pb ─veth─ eth0 10.97.0.2 B
@@ -8,7 +8,7 @@ super-frames fastest through a Python loop? No translation, just the IO.
 
 A second probe, `--rx`, measures receiving only: how many 64-byte frames per second a
 Python reader takes off an AF_PACKET socket with recv_into versus a TPACKET_V3 mmap ring,
-while iperf3 floods UDP between two namespaces (option (c) of issue 7).
+while iperf3 floods UDP between two namespaces.
 
 Reproduce (root, iperf3, tc): python bench/userspace_io_probe.py --seconds 4 --runs 2
                               python bench/userspace_io_probe.py --rx --seconds 3 --runs 2

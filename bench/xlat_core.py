@@ -38,7 +38,7 @@ from cjb.gateway.xlat import Direction, Translator, XlatConfig
 SIZES = (64, 512, 1500)
 PROTOCOLS = ("tcp", "udp")
 FRAMES_PER_CASE = 256  # distinct frames, cycled, so no case measures one cached object
-TARGET_FPS = 200_000  # issue 2: the common TCP/UDP path, per core
+TARGET_FPS = 200_000  # the common TCP/UDP path, per core
 
 CLIENT_MAC, SERVICE_MAC = "3c:22:fb:00:00:0a", "02:cb:00:00:00:64"
 CLIENT_V4, SERVICE_V4 = "192.168.0.10", "192.168.0.100"

@@ -579,7 +579,7 @@ def device_reinstate(state_dir: Path, serial: str) -> None:
 
 @gateway.group()
 def catalog() -> None:
-    """A tenant's cloud-service catalog (announced on its LAN; issue 5)."""
+    """A tenant's cloud-service catalog (announced on its LAN)."""
 
 
 @catalog.command("show")

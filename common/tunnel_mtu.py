@@ -1,4 +1,5 @@
-"""MTU arithmetic of the tunnel: VXLAN over IPv6 inside WireGuard over the WAN (DESIGN §3).
+"""MTU arithmetic of the tunnel: VXLAN over IPv6 inside WireGuard over the WAN
+(docs/decisions/0003-service-mtu.md).
 
     WAN path MTU  >= WireGuard interface MTU + 80   (IPv6 40 + UDP 8 + data header 16 + tag 16)
     WireGuard MTU >= LAN IP packet + 70              (IPv6 40 + UDP 8 + VXLAN 8 + Ethernet 14)

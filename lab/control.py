@@ -217,7 +217,7 @@ def _build(state: LabState, names: LabNames, log: Log) -> None:
     log(f"run {state.run_id}: {state.tenants} tenants, namespaces {names.prefix}*")
     enrolled = state.transport == "wireguard"
     with RealKernel() as kernel:
-        # Discovery (issue 5) needs the enrolled agent: its relay runs from the config.
+        # Discovery needs the enrolled agent: its relay runs from the config.
         apply(kernel, lab_spec(names, state.tenants, state.same_mac, discovery=enrolled))
     if enrolled:
         log("initialising the gateway, personalising and importing the appliances")

@@ -1,4 +1,4 @@
-"""Discovery in the lab (issue 5): each tenant's cloud catalog, its pages, the LAN printers,
+"""Discovery in the lab: each tenant's cloud catalog, its pages, the LAN printers,
 and the demo's second table.
 
 Set-up (enrolled lab only, before the agents start, so the catalog comes with enrollment):
@@ -267,7 +267,7 @@ def render(rows: list[DiscoveryRow]) -> str:
         f"{'tenant':8} {'siteK browses _http._tcp (cloud on the LAN)':46} "
         f"{'service host browses _ipp._tcp on K link':50} result"
     )
-    lines = ["", "discovery (issue 5): mDNS in both directions", header, "-" * len(header)]
+    lines = ["", "discovery: mDNS in both directions", header, "-" * len(header)]
     for row in rows:
         lines.append(
             f"{row.tenant:8} {row.cloud_on_lan.detail()[:46]:46} "

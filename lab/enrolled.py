@@ -1,4 +1,4 @@
-"""The lab's real path (issue 4): a gateway that enrolls its appliances over HTTPS.
+"""The lab's real path: a gateway that enrolls its appliances over HTTPS.
 
 `cjb lab up` (transport "wireguard") does what an operator and a factory do, with the
 product's own commands:

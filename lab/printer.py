@@ -1,4 +1,4 @@
-"""A LAN "printer" for the lab's sites (issue 5): what a real printer shows on a LAN.
+"""A LAN "printer" for the lab's sites: what a real printer shows on a LAN.
 
 `python -m cjb.lab.printer --address 192.168.0.20 --name "Printer (tenant1)"` registers
 `<name>._ipp._tcp.local.` with python-zeroconf at that address (RFC 6762/6763), serves its

@@ -1,9 +1,9 @@
-"""The lab's network, as a `NetworkSpec` (DESIGN §5: the paper's experiment in namespaces).
+"""The lab's network, as a `NetworkSpec` (docs/lab.md: the paper's experiment in namespaces).
 
             siteK (LAN client, K = 1..N)              every site: 192.168.0.10/24 on eth0
               eth0 ── veth ── lan0                     (--same-mac: one MAC for all)
                                │ br-lan (appliance agent)
-                                 enrolled lab (discovery, issue 5): site printer
+                                 enrolled lab (discovery): site printer
                                  192.168.0.20 on eth0, br-lan 192.168.0.2 (relay)
                           applianceK
                                │ cjb-vx0  VXLAN VNI K ──► fd63:6a62::2
@@ -48,7 +48,7 @@ LAN_ADDRESS = ipaddress.IPv4Interface("192.168.0.10/24")
 SERVICE_IPV4 = ipaddress.IPv4Address("192.168.0.100")
 # The service host's address on every tenant link, service and native alike.
 SERVICE_LINK_LOCAL = ipaddress.IPv6Address(f"fe80::{SERVICE_IPV4}")
-# Discovery (issue 5, enrolled lab only): the appliance's own address on its LAN bridge (the
+# Discovery (enrolled lab only): the appliance's own address on its LAN bridge (the
 # relay announces from it; .2 is outside the agent's ARP-probed .100 and the client .10) and
 # each site's LAN printer (a second address on the site's eth0: fe80::c0a8:14 in the cloud).
 APPLIANCE_LAN_ADDRESS = ipaddress.IPv4Interface("192.168.0.2/24")
@@ -123,7 +123,7 @@ def appliance_bridge() -> Link:
 
 
 def lab_spec(names: LabNames, tenants: int, same_mac: bool, discovery: bool = False) -> NetworkSpec:
-    """`discovery`: the LAN side of issue 5 — a printer address on every site and an
+    """`discovery`: the LAN side of discovery — a printer address on every site and an
     addressed `br-lan` in every appliance (which the enrolled agent adopts as it finds it:
     an existing bridge that is not its own keeps its addresses, as on the image)."""
     namespaces: list[Namespace] = []

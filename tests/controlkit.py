@@ -1,6 +1,6 @@
 """Helpers for tests/test_control_*.py: a device's side of enrollment (keys, CSR, signed
 request) built with `cryptography`, and a real HTTPS gateway on loopback in a thread with an
-injectable clock. Test-only: the appliance's real client lives in appliance/ (engineer B)."""
+injectable clock. Test-only: the appliance's real client lives in appliance/."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Scripts the tests run with `python -c` inside a namespace: the mDNS storm (issue 5:
-10,000 packets in one second), its WAN-side counter, an SSDP M-SEARCH; and for the
-resilience suite's storm test (issue 8 item 6), a link-layer storm that alternates between
+"""Scripts the tests run with `python -c` inside a namespace: the mDNS storm
+(10,000 packets in one second), its WAN-side counter, an SSDP M-SEARCH; and for the
+resilience suite's storm test, a link-layer storm that alternates between
 two links, an ICMP echo probe, and the helpers that turn their output into RTTs per link."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def msearch_v6_script(source: str) -> str:
     return _MSEARCH_V6.replace("SOURCE", source)
 
 
-# -- a LAN storm against a latency probe, control and treatment alternating (issue 8 item 6)
+# -- a LAN storm against a latency probe, control and treatment alternating
 
 LINK_STORM = """
 import json, socket, sys, time

@@ -371,7 +371,7 @@ def test_agent_enrolls_repairs_survives_restart_follows_config_and_reenrolls(
         assert port().vxlan == (101, "fd00:b::2", "fd00:b::1", 4789)
         table = nft._nft(ns, ["list", "table", TABLE_FAMILY, TABLE_NAME])
         assert "arp daddr ip 192.168.0.100" in table and "02:cc:00:00:00:01" in table
-        # The discovery relay (issue 5) follows the tunnel: on, announcing the catalog.
+        # The discovery relay follows the tunnel: on, announcing the catalog.
         wait_for(
             "the discovery relay", lambda: status().get("discovery", "").startswith("on:"), agent
         )

@@ -298,7 +298,7 @@ def test_any_outcome_sequence_keeps_the_machine_consistent(
         assert (m.phase is Phase.ENROLLED) == (m.config_version is not None)
 
 
-# -- the cores stay sans-IO (STYLE.md §1) ------------------------------------------------
+# -- the cores stay sans-IO (docs/architecture.md) ------------------------------------------------
 
 
 @pytest.mark.parametrize("module", ["lifecycle", "backoff", "arp_probe", "lan"])

@@ -518,7 +518,7 @@ def test_metrics(gw: Gateway) -> None:
 
 
 def test_metrics_hook_for_the_data_plane(tmp_path: Path) -> None:
-    """The data plane (engineer C) adds its per-tenant counters as extra collectors."""
+    """The data plane adds its per-tenant counters as extra collectors."""
     from prometheus_client.core import CounterMetricFamily
 
     class DataPlane:

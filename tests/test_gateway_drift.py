@@ -1,4 +1,4 @@
-"""Drift repair without a full reconcile every 10 s (issue 8: 100 tenants on one gateway).
+"""Drift repair without a full reconcile every 10 s (100 tenants on one gateway).
 
 A full reconcile at 100 tenants costs ~1 s of CPU; it now runs at most every
 RESYNC_INTERVAL and no more than DRIFT_CPU_SHARE of a core, while a link deleted behind the
@@ -49,7 +49,7 @@ def test_link_table_sees_links_added_deleted_and_recreated() -> None:
             from pyroute2 import IPRoute
 
             with IPRoute() as ipr:
-                # veth, not dummy: this kernel has no dummy module (DESIGN §6).
+                # veth, not dummy: this kernel has no dummy module (docs/platform.md).
                 ipr.link("add", ifname="d0", kind="veth", peer={"ifname": "d1"})
                 added = link_table((ns,))
                 ipr.link("del", index=ipr.link_lookup(ifname="d0")[0])

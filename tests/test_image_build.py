@@ -299,7 +299,7 @@ def site() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def nspawn_dir() -> Iterator[None]:
-    """nspawn wants a tmpfs at /run/systemd/nspawn; PID 1 here is not systemd (DESIGN §6)."""
+    """nspawn wants a tmpfs at /run/systemd/nspawn; PID 1 here is not systemd (docs/platform.md)."""
     path = Path("/run/systemd/nspawn")
     path.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0

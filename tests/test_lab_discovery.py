@@ -1,4 +1,4 @@
-"""Issue 5 in the lab: discovery both ways across the enrolled junction, per tenant.
+"""Discovery in the lab: both ways across the enrolled junction, per tenant.
 
     siteK: client 192.168.0.10 + "Printer (tenantK)" 192.168.0.20 (zeroconf _ipp._tcp,
            UPnP description on :8080, SSDP)

@@ -1,4 +1,4 @@
-"""The lab on the real path (issue 4): appliances enroll over HTTPS, VXLAN inside WireGuard.
+"""The lab on the real path: appliances enroll over HTTPS, VXLAN inside WireGuard.
 
     siteK ── applianceK (agent: enroll, WireGuard wglRUNaK + VXLAN, br-lan)
                  │ wan0 ══ internet (IPv6 forwarding) ══ wan0
@@ -41,7 +41,7 @@ from cjb.lab.topology import LabNames, tenant_name, underlay_addr
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 TENANTS = 3
-BACK_WITHIN = 15.0  # seconds after a gateway restart (issue 4)
+BACK_WITHIN = 15.0  # seconds after a gateway restart
 REVOKED_WITHIN = 10.0
 
 

@@ -1,4 +1,4 @@
-"""`lab up`'s waits (issue 8): timeouts scale with the tenant count, and a timeout names the
+"""`lab up`'s waits: timeouts scale with the tenant count, and a timeout names the
 nodes still missing and why; the agents' repair tick is paced for many appliances."""
 
 from __future__ import annotations

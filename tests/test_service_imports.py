@@ -1,4 +1,4 @@
-"""The service cores stay sans-IO: no asyncio, no sockets (STYLE.md §8)."""
+"""The service cores stay sans-IO: no asyncio, no sockets (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Switching a running lab gateway between the userspace IO modes (issue 7), end to end.
+"""Switching a running lab gateway between the userspace IO modes, end to end.
 
     site1 ─ appliance1 ═ VXLAN ═ gateway: vx-tenant1 ─ worker ─ sl-tenant1 ─ service
 The gateway reloads its config, turns the tenant's offloads on (packet-vnet) or off

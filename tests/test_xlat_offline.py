@@ -1,8 +1,8 @@
 """End to end: the `cjb xlat` offline tool on the generated sample and on raw-IP captures.
 
 scapy is the independent dissector and checksum checker here: every packet the tool writes
-is parsed back, its fields compared with what RFC 7915 and the ARP <-> NDP rules of issue 2
-say, and its checksums recomputed by scapy and compared.
+is parsed back, its fields compared with what RFC 7915 and the ARP <-> NDP rules
+(docs/translator.md) say, and its checksums recomputed by scapy and compared.
 """
 
 from __future__ import annotations
@@ -249,7 +249,8 @@ def test_echo_both_ways_keeps_id_seq_payload_and_ttl(
     assert (req[IPv6].src, req[IPv6].dst) == (CLIENT_V6, SERVICE_V6)
     assert (req[ICMPv6EchoRequest].id, req[ICMPv6EchoRequest].seq) == (0x1234, 1)
     assert req[ICMPv6EchoRequest].data == b"p" * 56
-    assert req[IPv6].hlim == 64  # part of one link: not decremented (DESIGN §3)
+    # Part of one link: not decremented (docs/decisions/0002-no-ttl-decrement.md).
+    assert req[IPv6].hlim == 64
     assert (req[Ether].src, req[Ether].dst) == (CLIENT_MAC, SERVICE_MAC)
     rep = only(pkts, "echo reply", lambda p: ICMP in p and p[ICMP].type == 0)
     assert (rep[IP].src, rep[IP].dst) == (SERVICE_V4, CLIENT_V4)

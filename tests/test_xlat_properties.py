@@ -1,4 +1,4 @@
-"""Property tests for the translator (STYLE.md item 9, issue 2 "Tests and measurement").
+"""Property tests for the translator (docs/testing.md).
 
 1. 4 -> 6 -> 4 gives the original frame back, byte for byte, for every translatable TCP,
    UDP and ICMP echo packet, modulo what RFC 7915 legitimately cannot carry:

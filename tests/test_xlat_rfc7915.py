@@ -3,8 +3,9 @@ headers, fragments, DF / path MTU and UDP zero checksums (ICMP is in test_xlat_r
 ARP <-> NDP and multicast in test_xlat_rfc_ndp.py).
 
 Each vector names the RFC section it comes from. Frames are built and dissected with
-scapy, independently of cjb's codecs. Deliberate CJB differences (DESIGN §3): TTL / hop
-limit copied, not decremented; MACs preserved; fe80::/96 is the address mapping.
+scapy, independently of cjb's codecs. Deliberate CJB differences
+(docs/decisions/0002-no-ttl-decrement.md): TTL / hop limit copied, not decremented; MACs
+preserved; fe80::/96 is the address mapping.
 """
 
 from __future__ import annotations
@@ -75,14 +76,14 @@ def test_rfc7915_4_1_ipv4_header_to_ipv6(kind: str, tos: int, ttl: int) -> None:
     pkt = ip4(tos=tos, ttl=ttl, id=0x1234) / _l4(kind)
     out = Ether(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))
     v6 = out[IPv6]
-    # MACs preserved end to end (issue 2); EtherType IPv6
+    # MACs preserved end to end; EtherType IPv6
     assert (out.dst, out.src, out.type) == (SVC_MAC, LAN_MAC, 0x86DD)
     assert v6.version == 6
     assert v6.tc == tos  # §4.1 Traffic Class: copied from TOS by default
     assert v6.fl == 0  # §4.1 Flow Label: 0
     assert v6.plen == len(bytes(pkt)) - 20  # §4.1 Payload Length: total - IPv4 header
     assert v6.nh == _NH[kind]  # §4.1 Next Header: protocol, 1 -> 58
-    assert v6.hlim == ttl  # DESIGN §3: copied, not decremented
+    assert v6.hlim == ttl  # docs/decisions/0002-no-ttl-decrement.md: copied, not decremented
     assert (v6.src, v6.dst) == (LAN_IP6, SVC_IP6)  # fe80::/96 rule
     assert_checksums(bytes(out))
     assert bytes(v6.payload)[18:] == bytes(pkt[IP].payload)[18:]  # data unchanged
@@ -100,7 +101,7 @@ def test_rfc7915_5_1_ipv6_header_to_ipv4(kind: str, tc: int, hlim: int) -> None:
     assert v4.tos == tc  # §5.1 TOS: copied from traffic class
     assert v4.len == pkt[IPv6].plen + 20  # §5.1 Total Length
     assert v4.proto == _PROTO4[kind]  # §5.1 Protocol, 58 -> 1
-    assert v4.ttl == hlim  # DESIGN §3
+    assert v4.ttl == hlim  # docs/decisions/0002-no-ttl-decrement.md
     assert v4.flags == 0 and v4.frag == 0  # §5.1: <= 1260 bytes -> DF=0
     assert v4.id == 0x0777  # §5.1 / RFC 6864: DF=0 needs a generated ID
     assert (v4.src, v4.dst) == (SVC_IP, LAN_IP)
@@ -330,7 +331,8 @@ def test_rfc7915_4_1_df_set_and_too_big_sends_fragmentation_needed() -> None:
 
 
 def test_df_set_fits_service_mtu_default() -> None:
-    """DESIGN §3: service MTU = LAN MTU + 20, so a full-size DF packet is never refused."""
+    """Service MTU = LAN MTU + 20 (docs/decisions/0003-service-mtu.md), so a full-size DF
+    packet is never refused."""
     pkt = ip4(flags="DF") / UDP(sport=1, dport=2) / Raw(bytes(1500 - 28))
     out = Ether(only(run(lan_frame(pkt), TO_SERVICE), Side.SERVICE))
     assert len(bytes(out[IPv6])) == 1520 and IPv6ExtHdrFragment not in out

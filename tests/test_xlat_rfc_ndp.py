@@ -1,5 +1,5 @@
 """ARP (RFC 826, RFC 5227) <-> Neighbor Discovery (RFC 4861, RFC 4862) vectors, and the
-link-scope multicast mapping table (issue 2; RFC 1112 §6.4 and RFC 2464 §7 MACs).
+link-scope multicast mapping table (RFC 1112 §6.4 and RFC 2464 §7 MACs).
 
 MAC addresses are preserved end to end: the Ethernet source of the output is the
 Ethernet source of the input; the ARP sender MAC becomes the link-layer option and back.
@@ -326,7 +326,7 @@ def test_other_ipv6_multicast_not_mapped(group: str) -> None:
 
 
 def test_igmp_dropped() -> None:
-    """RFC 7915 §4.2 / issue 2: IGMP has no counterpart here."""
+    """RFC 7915 §4.2: IGMP has no counterpart here."""
     pkt = IP(src=LAN_IP, dst="224.0.0.251", proto=2, ttl=1) / Raw(
         b"\x16\x00\x09\x04\xe0\x00\x00\xfb"
     )

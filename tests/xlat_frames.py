@@ -17,7 +17,7 @@ from scapy.packet import Packet
 
 from cjb.gateway.xlat import Direction, DropReason, Side, Translator, XlatConfig, XlatResult
 
-# The paper's addresses (DESIGN §1): LAN client .10, service .100.
+# The paper's addresses (docs/architecture.md): LAN client .10, service .100.
 LAN_IP = "192.168.0.10"
 SVC_IP = "192.168.0.100"
 ROUTER_IP = "192.168.0.1"

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of the packet parsers and the RFC 7915 translator (issue 8, item 1).
+"""Coverage-guided fuzzing of the packet parsers and the RFC 7915 translator.
 
 Run (atheris / libFuzzer, coverage-guided; stop with Ctrl-C, a finding stops the run and
 writes crash-<sha1> into the current directory):

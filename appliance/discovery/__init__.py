@@ -1,4 +1,4 @@
-"""Bonjour/UPnP across the junction, appliance side (issue 5).
+"""Bonjour/UPnP across the junction, appliance side.
 
 relay.py   DiscoveryRelay: announces the tenant's cloud services on the LAN (zeroconf, SSDP)
            and runs the WAN gate; the agent starts it and tells it about the tunnel

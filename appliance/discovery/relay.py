@@ -9,7 +9,7 @@
     with the nftables rules of `nft_rules` keeping discovery UDP off the bridge's own path.
 
 One asyncio loop, in one thread the relay owns (the agent that runs it is threaded); every
-public method is safe to call from the agent's thread. Integration (engineer B's agent)::
+public method is safe to call from the agent's thread. Integration (agent)::
 
     relay = DiscoveryRelay(RelayConfig(...), device_config.catalog)
     relay.start()              # after the LAN bridge exists

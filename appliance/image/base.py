@@ -1,6 +1,6 @@
 """The base root: mmdebstrap from Debian's packages, cached as a tarball by recipe hash.
 
-Why mmdebstrap (DESIGN §6, measured here): a minbase bookworm root with everything the agent
+Why mmdebstrap (docs/platform.md, measured here): a minbase bookworm root with everything the agent
 needs in ≈ 50 s, where debootstrap takes ≈ 90 s and needs an extra apt upgrade step for the
 security suite, and mkosi 14 needs workarounds on this machine and cannot make a vfat ESP.
 mmdebstrap takes several mirrors (main, -updates, -security) in one pass, installs with

@@ -1,4 +1,4 @@
-"""The raw disk image without loop devices (DESIGN §6): a GPT with an ESP and the root.
+"""The raw disk image without loop devices (docs/platform.md): a GPT with an ESP and the root.
 
 The kernel here parses no partition tables and there are no loop devices, so each file system
 is made in a file of its own (`mkfs.ext4 -d ROOT`, `mkfs.vfat` + mtools), `sfdisk` writes the

@@ -9,10 +9,10 @@ Endpoints (HTTPS; JSON bodies; errors are `ErrorBody` with a 4xx/5xx status):
   /v1/operator/..., /metrics   operator API, Prometheus text    (operator listener only,
                                                                  named bearer tokens)
 
-Enrollment proof of possession (DESIGN §3: nonces, not clocks): the device asks for a fresh
-nonce, puts it in the EnrollRequest, and signs the exact request body bytes with its factory
-Ed25519 key: SIGNATURE_HEADER = base64(Ed25519.sign(ENROLL_SIGNING_CONTEXT + body)). The
-gateway accepts each nonce once, within NONCE_TTL_SECONDS.
+Enrollment proof of possession (nonces, not clocks: docs/decisions/0006-enrollment.md): the
+device asks for a fresh nonce, puts it in the EnrollRequest, and signs the exact request
+body bytes with its factory Ed25519 key:
+SIGNATURE_HEADER = base64(Ed25519.sign(ENROLL_SIGNING_CONTEXT + body)). The gateway accepts each nonce once, within NONCE_TTL_SECONDS.
 """
 
 from __future__ import annotations

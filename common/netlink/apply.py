@@ -7,7 +7,7 @@ the spec no longer lists is removed, and nothing untagged is ever deleted.
 Cost: each namespace's links and addresses are dumped once per apply, and what it adds is
 read back one link at a time; never a dump per link: a dump decodes every link of the
 namespace, so per-link dumps made a gateway with N tenants cost O(N^2) (a no-op apply took
-10 s at 21 tenants, issue 8). tests/test_netlink_cost.py counts the reads.
+10 s at 21 tenants). tests/test_netlink_cost.py counts the reads.
 """
 
 from __future__ import annotations

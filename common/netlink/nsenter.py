@@ -1,7 +1,7 @@
 """Enter a network namespace with setns(2) on the calling thread.
 
 Not `ip netns exec`: it remounts /sys, so pinned BPF maps and /sys/class/net would differ
-between our processes (DESIGN §6). Children forked inside `netns()` inherit the namespace.
+between our processes (docs/platform.md). Children forked inside `netns()` inherit the namespace.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The kernel-module backend: `ip link add … type wireguard`, configured with `wg` (genetlink).
 
-Used automatically where the module is loaded (DESIGN §3). `wg set` reads the private key
+Used automatically where the module is loaded (docs/decisions/0004-wireguard-then-vxlan.md).
+`wg set` reads the private key
 from stdin (`private-key /dev/stdin`), never from argv or a file. Readback is
 `wg show IF dump`. This machine has no module: tests drive it against a stand-in `wg` only.
 """

@@ -1,4 +1,4 @@
-"""The gateway control plane (issue 4): enrollment and operator API, registry, CA.
+"""The gateway control plane: enrollment and operator API, registry, CA.
 
 settings.py    gateway.toml (commented defaults), pydantic-validated
 statedir.py    state directory layout; `init` creates CA, TLS cert, WireGuard keys, token

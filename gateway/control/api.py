@@ -302,7 +302,7 @@ def device_config(ctx: ControlContext, tenant: TenantRow) -> DeviceConfig:
         ),
         service_ipv4=tenant.service_ipv4,
         # The service host's links for this tenant (translated, native): the only unicast
-        # destinations the appliance's WAN filter lets across (DESIGN §2).
+        # destinations the appliance's WAN filter lets across (docs/architecture.md).
         cloud_macs=[service_mac(tenant.vni, SERVICE_LINK), service_mac(tenant.vni, NATIVE_LINK)],
         catalog=CATALOG.validate_python(tenant.catalog),
         heartbeat_seconds=s.enrollment.heartbeat_seconds,

@@ -4,7 +4,7 @@ Numbers come from the registry (so they survive restarts: enrollments by outcome
 from the audit log) plus the API process's own counters. A private CollectorRegistry per app
 (never the global one), so tests can run several gateways in one process.
 
-Data-plane hook (engineer C): pass more collectors to `render(..., extra)` via
+Data-plane hook: pass more collectors to `render(..., extra)` via
 `make_app(..., extra_collectors=[...])`: any object with `collect()` yielding metric families,
 e.g. per-tenant frames/bytes/drops from the data plane's status file.
 """

@@ -50,7 +50,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 created_at REAL NOT NULL
             )""",
             # One enrolled appliance per tenant: the data plane binds the tenant's VNI to one
-            # overlay address (DESIGN §3, RFC 7348 §7). A replacement enrolls after a revoke.
+            # overlay address (docs/decisions/0004-wireguard-then-vxlan.md, RFC 7348 §7). A
+            # replacement enrolls after a revoke.
             """CREATE UNIQUE INDEX one_enrolled_device_per_tenant
                 ON devices(tenant) WHERE state = 'enrolled'""",
             """CREATE TABLE certificates (

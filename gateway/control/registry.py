@@ -4,7 +4,7 @@ SQLite (stdlib) in WAL mode with `synchronous=FULL`: every committed transaction
 `kill -9` (and a power cut). Writes take the write lock up front (`BEGIN IMMEDIATE`), so
 allocations are serialized across threads *and* processes, and UNIQUE constraints back them up.
 
-API for the data plane's reconciler (engineer C) — read-only, cheap, safe from any process:
+API for the data plane's reconciler — read-only, cheap, safe from any process:
 
     reg = Registry.open(state_dir / "registry.sqlite3")
     reg.generation()        # int; bumps on every desired-state change (poll; re-read on change)

@@ -19,11 +19,11 @@ from cjb.common.private_file import atomic_write
 from cjb.common.tunnel_mtu import DEFAULT_WIREGUARD_MTU, MIN_WIREGUARD_MTU, lan_mtu_through
 
 TENANT_NAME = r"^[a-z][a-z0-9-]{0,11}$"  # 12 chars max: "vx-" + name fits IFNAMSIZ
-# How the userspace worker reads and writes its ports (issue 7): "packet" = AF_PACKET, one
+# How the userspace worker reads and writes its ports: "packet" = AF_PACKET, one
 # wire frame per syscall, offloads off; "packet-vnet" = AF_PACKET with PACKET_VNET_HDR,
 # offloads on, TCP as 64 KB GSO super-frames translated once each (gateway/xlat/gso.py).
 UserspaceIO = Literal["packet", "packet-vnet"]
-# Who translates the common case (issue 7): "kernel" = the tc-eBPF fast path on the tenant's
+# Who translates the common case: "kernel" = the tc-eBPF fast path on the tenant's
 # ports (gateway/dataplane/bpf), the userspace worker only for the rest; "userspace" = the
 # worker for everything.
 FastPathMode = Literal["kernel", "userspace"]
@@ -52,7 +52,7 @@ class TenantModel(_Model):
 
 
 class WireGuardModel(_Model):
-    """The gateway's one WireGuard interface; VXLAN runs inside it over the overlay (issue 4).
+    """The gateway's one WireGuard interface; VXLAN runs inside it over the overlay.
 
     With this section, `underlay` may be left out: the VXLAN underlay is the overlay
     address here, and every tenant's `appliance` is its overlay address.
@@ -199,7 +199,8 @@ class TenantSpec:
 
     @property
     def service_address(self) -> ipaddress.IPv6Interface:
-        """fe80::<service IPv4> (DESIGN §1), the service host's only address on the link."""
+        """fe80::<service IPv4>, the service host's only address on the link
+        (docs/architecture.md)."""
         return ipaddress.IPv6Interface(f"fe80::{_hex_pair(self.service_ipv4)}/64")
 
 

@@ -4,7 +4,7 @@ Per tenant, in the gateway's namespace:
   vx-<t>  VXLAN port, VNI = tenant's, to the tenant appliance's underlay address
   sl-<t>  service link, veth into the service host (far end named after the tenant)
   nl-<t>  optional native IPv6 link, veth into the service host (far end n-<tenant>)
-With WireGuard (issue 4) the gateway's WireGuard interface carries the overlay /64, and each
+With WireGuard the gateway's WireGuard interface carries the overlay /64, and each
 vx-<t> runs from the gateway's overlay address to the appliance's, inside WireGuard.
 Gateway-side ports carry no addresses and have IPv6 disabled: the gateway's own stack
 must never speak on a tenant's segment (no RS, MLD or DAD), only the worker does.
@@ -51,7 +51,7 @@ NEIGHBOUR_RECOVERY = (
 )
 
 # The service host's end of a service link: exactly fe80::<service IPv4>, no MAC-derived
-# link-local (it would source NS that ARP cannot express, DESIGN §6), no RA/SLAAC.
+# link-local (it would source NS that ARP cannot express, docs/platform.md), no RA/SLAAC.
 SERVICE_SYSCTLS = (
     ("ipv6.addr_gen_mode", "1"),
     ("ipv6.accept_ra", "0"),
@@ -74,7 +74,7 @@ NATIVE_SYSCTLS = (
 
 def _vnet(t: TenantSpec) -> bool:
     """Offloads off for the one-frame-per-syscall worker; on (GRO/TSO super-frames) for
-    its PACKET_VNET_HDR mode, on both ends of each link (issue 7)."""
+    its PACKET_VNET_HDR mode, on both ends of each link."""
     return t.userspace_io == "packet-vnet"
 
 
@@ -155,7 +155,7 @@ def wireguard_link(cfg: GatewayConfig) -> list[Link]:
 
 
 def gateway_spec(cfg: GatewayConfig, tc_ingress: Mapping[str, TcBpf] | None = None) -> NetworkSpec:
-    """`tc_ingress`: the kernel fast path's programs by gateway port name (issue 7); ports
+    """`tc_ingress`: the kernel fast path's programs by gateway port name; ports
     not named there carry none (a program left from before is detached)."""
     gw_links: list[Link] = wireguard_link(cfg)
     svc_links: list[Link] = []

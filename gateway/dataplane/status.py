@@ -111,7 +111,7 @@ def _userspace_io_lines(mode: object, gso: object) -> list[str]:
 
 
 def _fast_path_lines(fast: object) -> list[str]:
-    """The kernel fast path's per-tenant BPF counters (issue 7), when the tenant uses it."""
+    """The kernel fast path's per-tenant BPF counters, when the tenant uses it."""
     if not isinstance(fast, dict) or fast.get("mode") != "kernel":
         return []
     lines = []
@@ -131,7 +131,7 @@ def _fast_path_lines(fast: object) -> list[str]:
 
 
 def _wireguard_lines(wg: object) -> list[str]:
-    """The tenant appliance's WireGuard peer (issue 4), when the transport is WireGuard."""
+    """The tenant appliance's WireGuard peer, when the transport is WireGuard."""
     if not isinstance(wg, dict):
         return []
     if not wg.get("configured"):

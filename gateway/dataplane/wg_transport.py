@@ -1,4 +1,4 @@
-"""The gateway's WireGuard transport: one interface, one peer per appliance (issue 4).
+"""The gateway's WireGuard transport: one interface, one peer per appliance.
 
 Each peer's allowed IPs are exactly its overlay /128. WireGuard's cryptokey routing drops
 any packet from a peer whose inner source is not in its allowed IPs, so an appliance can

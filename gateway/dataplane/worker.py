@@ -4,7 +4,7 @@ Why AF_PACKET and not tap: the ports already exist as kernel links (a VXLAN devi
 a tap would need one more hop through a bridge or a tc redirect per direction. AF_PACKET
 reads the link directly (packet_io.py opens the sockets).
 
-Two IO modes (config `userspace_io`, issue 7):
+Two IO modes (config `userspace_io`):
   TenantWorker      "packet": offloads off on every port, so each frame read is a complete
                     wire frame; one frame per recv, about 70k frames/s in Python.
   VnetTenantWorker  "packet-vnet": PACKET_VNET_HDR with offloads on; GRO hands TCP over as
@@ -14,7 +14,7 @@ Both read into one preallocated buffer (recv_into: no 64 KB allocation per frame
 drain at most BATCH frames per wakeup so one busy port cannot starve the others. The
 gateway gives all its workers the same buffer (`RxBuffer`): they run on one loop thread and
 each drain is done with the buffer before it returns, so one 128 KiB buffer serves every
-tenant instead of one per tenant (12.5 MiB of resident memory at 100 tenants, issue 8).
+tenant instead of one per tenant (12.5 MiB of resident memory at 100 tenants).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from cjb.common.packet.ipv4 import is_translatable_unicast
 
 FE80_96 = b"\xfe\x80" + bytes(10)
 
-# Link-scope discovery groups that cross the translator (DESIGN §3); everything else
+# Link-scope discovery groups that cross the translator (docs/translator.md); every other
 # multicast is dropped with a reason.
 _GROUPS = {
     "224.0.0.251": "ff02::fb",  # mDNS (RFC 6762 §3)

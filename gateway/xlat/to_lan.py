@@ -142,7 +142,7 @@ def ipv6_to_lan(
             if short is not None:
                 return XlatResult(drop=short if whole else DropReason.FRAGMENT_INVALID)
             l4 = bytearray(payload)
-            # mDNS/SSDP payloads rewritten (issue 5): new UDP length and checksum included.
+            # mDNS/SSDP payloads rewritten: new UDP length and checksum included.
             alg = to_lan_udp(protocol, not whole, l4, ip.src + ip.dst, src4 + dst4, cfg)
             if alg is not None:
                 l4 = bytearray(alg)

@@ -1,7 +1,8 @@
 """IPv4 -> IPv6 (RFC 7915 §4), on Ethernet frames from the LAN side.
 
 Deliberate difference from a router-translator: TTL is copied to the hop limit, not
-decremented. The translator is part of one link (DESIGN §3); NDP and mDNS rely on 255.
+decremented. The translator is part of one link (docs/decisions/0002-no-ttl-decrement.md);
+NDP and mDNS rely on 255.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def ipv4_to_service(frame: bytes, eth: EthernetHeader, cfg: XlatConfig) -> XlatR
                 # fragment this short is also the RFC 1858 tiny-fragment attack.
                 return XlatResult(drop=DropReason.FRAGMENT_INVALID if ip.is_fragment else short)
             l4 = bytearray(payload)
-            # mDNS/SSDP payloads rewritten (issue 5): new UDP length and checksum included.
+            # mDNS/SSDP payloads rewritten: new UDP length and checksum included.
             alg = to_service_udp(ip.protocol, ip.is_fragment, l4, ip.src + ip.dst, src6 + dst6, cfg)
             if alg is not None:
                 l4 = bytearray(alg)

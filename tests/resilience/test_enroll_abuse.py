@@ -1,4 +1,4 @@
-"""Enrollment abuse (issue 8, item 3) against the real HTTPS API on loopback and a real
+"""Enrollment abuse against the real HTTPS API on loopback and a real
 SQLite registry: replayed requests, a nonce flood, a clone racing the original, a revoked
 device retrying. Every attempt must be refused with a named reason, audited, and leave the
 registry consistent (sqlite integrity_check + allocation invariants)."""

@@ -1,4 +1,4 @@
-"""Hardening (issue 8, item 7): the systemd units sandbox the services (checked statically
+"""Hardening: the systemd units sandbox the services (checked statically
 for every unit, and the gateway's two booted under systemd-nspawn), and the HTTPS API
 refuses oversized and malformed requests, over aiohttp and over raw TLS, without ever
 answering 5xx and while staying up for the next client. (Key files 0600 and key material
@@ -228,7 +228,7 @@ def test_gateway_example_config_fits_the_units() -> None:
     written += [Path(p) for p in (model.directory_file, model.wireguard.log_file) if p]
     for path in written:
         assert any(path.is_relative_to(w) for w in writable), f"{path} is read-only for the unit"
-    assert Path("/run/wireguard") in writable  # wireguard-go's UAPI socket (DESIGN §6)
+    assert Path("/run/wireguard") in writable  # wireguard-go's UAPI socket (docs/platform.md)
     exec_start = service_opts["ExecStart"][-1]
     assert "--config /etc/cjb/gateway.json" in exec_start
     layout = StateDir(Path("/var/lib/cjb-gateway"))
@@ -369,7 +369,8 @@ def test_api_survives_hostile_http_framing(gw: Gateway, report: Report) -> None:
 
 
 # -- the gateway units, booted ---------------------------------------------------------------
-# PID 1 here is not systemd, so the units run under a real systemd in a container (DESIGN §6):
+# PID 1 here is not systemd, so the units run under a real systemd in a container
+# (docs/platform.md):
 #
 #   cjbunit<run>-gw (network namespace made here, loopback only: nothing leaves it)
 #     systemd-nspawn --boot of the cached Debian base root (/var/cache/cjb-image/base)
@@ -413,7 +414,7 @@ def _prepare_root(root: Path, base: Path, run: str) -> dict[str, object]:
     launcher.write_text(LAUNCHER.format(site=site))
     launcher.chmod(0o755)
     config = json.loads((ROOT / "gateway/systemd/gateway.json").read_text())
-    config["wireguard"]["ifname"] = f"cjbu{run}wg"  # unique on the machine (DESIGN §6)
+    config["wireguard"]["ifname"] = f"cjbu{run}wg"  # unique on the machine (docs/platform.md)
     kernel = (ROOT / "gateway/dataplane/bpf/xlat.bpf.o").exists()
     config["tenants"] = {
         "acme": {
@@ -510,7 +511,7 @@ def _booted(run: str, base: Path) -> Iterator[tuple[Container, dict[str, object]
     mounted = subprocess.run(["mountpoint", "-q", str(nspawn_dir)], check=False).returncode == 0
     proc: subprocess.Popen[bytes] | None = None
     try:
-        if not mounted:  # nspawn wants a tmpfs there (DESIGN §6)
+        if not mounted:  # nspawn wants a tmpfs there (docs/platform.md)
             subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(nspawn_dir)], check=True)
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)

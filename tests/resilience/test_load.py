@@ -1,4 +1,4 @@
-"""Many tenants on one gateway (issue 8, item 6): 20 appliances (100 with CJB_LONG=1) enroll
+"""Many tenants on one gateway: 20 appliances (100 with CJB_LONG=1) enroll
 over HTTPS with VXLAN inside WireGuard, then every tenant pings its service at once.
 
 Reported:

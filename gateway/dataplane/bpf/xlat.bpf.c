@@ -145,7 +145,7 @@ static __always_inline __u32 csum_offset(__u8 proto)
 
 /* Bytes on the wire per segment: a GSO super-frame is checked by its segment size.
  * Whether bpf_skb_change_proto keeps gso_size (newer kernels) or shrinks it by 20, the
- * segments fit: the service link MTU is LAN MTU + 20 (DESIGN §3). */
+ * segments fit: the service link MTU is LAN MTU + 20 (docs/decisions/0003-service-mtu.md). */
 static __always_inline __u32 segment_l3_len(struct __sk_buff *skb, __u32 l3_len, __u32 l3_hdr,
 					    __u32 l4_hdr)
 {
@@ -249,7 +249,7 @@ static __always_inline int v4_to_v6(struct __sk_buff *skb, const struct cjb_cfg 
 	out.vtf = bpf_htonl(0x60000000 | ((__u32)h[15] << 20));
 	out.plen = bpf_htons(p->total - 20);
 	out.nh = p->proto == IPPROTO_ICMP ? IPPROTO_ICMPV6 : p->proto;
-	out.hlim = h[22]; /* copied, not decremented (DESIGN §3) */
+	out.hlim = h[22]; /* copied, not decremented (docs/decisions/0002-no-ttl-decrement.md) */
 	out.src[0] = FE80_0;
 	out.src[1] = FE80_1;
 	out.dst[0] = FE80_0;
@@ -392,7 +392,7 @@ static __always_inline int v6_to_v4(struct __sk_buff *skb, const struct cjb_cfg 
 	w[4] = ident >> 8;
 	w[5] = ident & 0xff;
 	w[6] = flags >> 8;
-	w[8] = h[21]; /* hop limit copied, not decremented (DESIGN §3) */
+	w[8] = h[21]; /* hop limit copied, not decremented (docs/decisions/0002-no-ttl-decrement.md) */
 	w[9] = proto;
 	__builtin_memcpy(&w[12], &h[34], 4);
 	__builtin_memcpy(&w[16], &h[50], 4);

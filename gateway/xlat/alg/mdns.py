@@ -2,7 +2,7 @@
 
 To the service host (LAN -> service):
   - A records with a translatable IPv4 address become AAAA fe80::<ipv4>: the service host
-    has no IPv4, and fe80::<ipv4> on the tenant's link *is* that LAN host (DESIGN §1).
+    has no IPv4, and fe80::<ipv4> on the tenant's link *is* that LAN host (docs/architecture.md).
   - AAAA records with a link-local address outside fe80::/96 are removed: that address is
     on the LAN's link, not on the service link, so on the other side it names nobody.
   - A questions become AAAA questions: the service host answers with its fe80::/96 address,

@@ -1,6 +1,6 @@
 """The offline adapter of the translator: pcap in, translated pcap out.
 
-This is IO around the sans-IO core (STYLE.md: one thin adapter per core); it is the only
+This is IO around the sans-IO core (docs/architecture.md: one thin adapter per core); it is the only
 part of `cjb.gateway.xlat` that touches files or scapy. Nothing in the core imports it.
 """
 
