@@ -12,7 +12,8 @@ Endpoints (HTTPS; JSON bodies; errors are `ErrorBody` with a 4xx/5xx status):
 Enrollment proof of possession (nonces, not clocks: docs/decisions/0006-enrollment.md): the
 device asks for a fresh nonce, puts it in the EnrollRequest, and signs the exact request
 body bytes with its factory Ed25519 key:
-SIGNATURE_HEADER = base64(Ed25519.sign(ENROLL_SIGNING_CONTEXT + body)). The gateway accepts each nonce once, within NONCE_TTL_SECONDS.
+SIGNATURE_HEADER = base64(Ed25519.sign(ENROLL_SIGNING_CONTEXT + body)).
+The gateway accepts each nonce once, within NONCE_TTL_SECONDS.
 """
 
 from __future__ import annotations
