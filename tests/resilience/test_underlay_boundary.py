@@ -37,7 +37,7 @@ from typing import Any
 import labkit
 import pytest
 from labkit import Capture
-from reskit import Report
+from reskit import Report, Tally
 
 from cjb.common.control.service_macs import SERVICE_LINK, service_mac
 from cjb.common.netlink.nft import tables
@@ -59,14 +59,19 @@ LAN_MAC = "02:00:5e:00:01:0a"
 # own (IPV6_FREEBIND), as an attacker who forges the outer source would.
 FORGE = """
 import socket, sys
-src, dst, vni, frame, count = sys.argv[1:6]
+src, dst, vni = sys.argv[1:4]
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 s.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
 s.bind((src, 0))
 vxlan = bytes([0x08, 0, 0, 0]) + int(vni).to_bytes(3, "big") + b"\\x00"
-for _ in range(int(count)):
+for frame in sys.argv[4:]:
     s.sendto(vxlan + bytes.fromhex(frame), (dst, 4789))
 """
+
+
+def tags(prefix: bytes, n: int = FORGED) -> list[bytes]:
+    """One payload per forged frame, so each frame's fate is seen on its own."""
+    return [prefix + b"#%03d." % i for i in range(n)]
 
 
 def inner_frame(src: str, dst: str, dst_mac: str, payload: bytes) -> bytes:
@@ -81,8 +86,8 @@ def inner_frame(src: str, dst: str, dst_mac: str, payload: bytes) -> bytes:
     return ether + b"\x08\x00" + header + udp
 
 
-def forge(ns: str, src: str, dst: str, vni: int, frame: bytes, count: int = FORGED) -> None:
-    run = labkit.python_in(ns, FORGE, src, dst, str(vni), frame.hex(), str(count))
+def forge(ns: str, src: str, dst: str, vni: int, frames: list[bytes]) -> None:
+    run = labkit.python_in(ns, FORGE, src, dst, str(vni), *(f.hex() for f in frames))
     assert run.returncode == 0, run.stderr
 
 
@@ -173,6 +178,7 @@ class Watch:
 
     def __init__(self, lab: LabState, k: int, nonce: bytes) -> None:
         self.nonce = nonce
+        self.frames: dict[str, list[bytes]] = {}
         self.caps = {
             "gateway": Capture(lab.namespaces["gateway"], [f"vx-tenant{k}"]),
             "service": Capture(lab.namespaces["service"], [f"tenant{k}", f"n-tenant{k}"]),
@@ -185,9 +191,20 @@ class Watch:
         out = {}
         for where, cap in self.caps.items():
             for link, frames in cap.drain().items():
-                out[f"{where}/{link}"] = sum(self.nonce in f for f in frames)
+                self.frames[f"{where}/{link}"] = [f for f in frames if self.nonce in f]
+                out[f"{where}/{link}"] = len(self.frames[f"{where}/{link}"])
             cap.close()
         return out
+
+    def kept_out(
+        self, sent: list[bytes], kept: Tally, what: str, skip: tuple[str, ...] = ()
+    ) -> Tally:
+        """Each forged frame (by its tag) counted: seen on none of the links, or lost."""
+        for tag in sent:
+            seen = [link for link, fs in self.frames.items() if link not in skip
+                    and any(tag in f for f in fs)]  # fmt: skip
+            kept.add(not seen, f"{what} on {'+'.join(seen)}")
+        return kept
 
 
 def test_forged_vxlan_from_internet(lab: LabState, mode: str, report: Report) -> None:
@@ -201,15 +218,20 @@ def test_forged_vxlan_from_internet(lab: LabState, mode: str, report: Report) ->
     watch = Watch(lab, 1, nonce)
     # Toward the gateway: the appliance's overlay source, tenant 1's VNI, a frame the
     # translator would carry to the service (unicast to the service address's MAC).
-    to_service = inner_frame(
-        "192.168.0.10", "192.168.0.100", service_mac(vni, SERVICE_LINK), nonce + b"-gw"
-    )
+    gw_tags = tags(nonce + b"-gw")
+    to_service = [
+        inner_frame("192.168.0.10", "192.168.0.100", service_mac(vni, SERVICE_LINK), t)
+        for t in gw_tags
+    ]
     forge(internet, overlay, str(GATEWAY_UNDERLAY), vni, to_service)
     # Toward appliance 1's WAN address: the gateway's overlay source, a broadcast the
     # bridge would flood onto the customer LAN.
-    to_lan = inner_frame("192.168.0.100", "192.168.0.10", "ff:ff:ff:ff:ff:ff", nonce + b"-ap")
+    ap_tags = tags(nonce + b"-ap")
+    to_lan = [inner_frame("192.168.0.100", "192.168.0.10", "ff:ff:ff:ff:ff:ff", t) for t in ap_tags]
     forge(internet, GATEWAY_OVERLAY, str(underlay_addr(1, 2)), vni, to_lan)
     delivered = watch.delivered()
+    kept_gw = watch.kept_out(gw_tags, Tally(), "reached")
+    kept_ap = watch.kept_out(ap_tags, Tally(), "reached")
 
     guard_after = _gateway_guard(lab)
     appliance_after = _appliance_counters(lab, 1)
@@ -217,19 +239,19 @@ def test_forged_vxlan_from_internet(lab: LabState, mode: str, report: Report) ->
     appliance_drops = (
         appliance_after["guard_from_underlay"] - appliance_before["guard_from_underlay"]
     )
-    at_gateway = max(delivered["gateway/vx-tenant1"], delivered["service/tenant1"])
-    at_lan = max(delivered["appliance1/cjb-vx0"], delivered["site1/eth0"])
     report(
-        "forged-vxlan-gateway", FORGED, FORGED - at_gateway, at_gateway,
-        f"{mode}: plain VXLAN from the internet, appliance overlay source forged; survived = "
-        f"kept off tenant1's segment (its VXLAN port, service links); tc guard counted "
-        f"{gateway_drops} from the underlay",
+        "forged-vxlan-gateway", *kept_gw.counts,
+        f"{mode}: plain VXLAN from the internet, appliance overlay source forged; tc guard "
+        f"counted {gateway_drops} from the underlay {kept_gw.lost_note()}".rstrip(),
+        means="forged frames to the gateway seen on none of tenant1's links (its VXLAN port "
+        "at the gateway, the service links, appliance1's VXLAN port, site1's LAN)",
     )  # fmt: skip
     report(
-        "forged-vxlan-appliance", FORGED, FORGED - at_lan, at_lan,
+        "forged-vxlan-appliance", *kept_ap.counts,
         f"{mode}: plain VXLAN from the internet to appliance1's WAN, gateway overlay source "
-        f"forged; survived = kept off its VXLAN port and site1's LAN; appliance guard counted "
-        f"{appliance_drops}",
+        f"forged; appliance guard counted {appliance_drops} {kept_ap.lost_note()}".rstrip(),
+        means="forged frames to appliance1's WAN seen on none of tenant1's links (the "
+        "appliance's VXLAN port, site1's LAN, the gateway's VXLAN port, the service links)",
     )  # fmt: skip
     assert delivered == dict.fromkeys(delivered, 0), delivered
     assert gateway_drops == FORGED, (guard_before, guard_after)
@@ -258,10 +280,12 @@ def test_nft_flush_keeps_the_binding(lab: LabState, mode: str, report: Report) -
     try:
         labkit.run_in(gw_ns, ["nft", "flush", "ruleset"])
         assert tables(gw_ns) == set(), "the flush left tables behind"
-        frame = inner_frame(
-            "192.168.0.10", "192.168.0.100", service_mac(t1["vni"], SERVICE_LINK), nonce
-        )
-        forge(lab.namespaces["appliance2"], t2["appliance"], GATEWAY_OVERLAY, t1["vni"], frame)
+        spoof_tags = tags(nonce + b"-vni")
+        frames = [
+            inner_frame("192.168.0.10", "192.168.0.100", service_mac(t1["vni"], SERVICE_LINK), t)
+            for t in spoof_tags
+        ]
+        forge(lab.namespaces["appliance2"], t2["appliance"], GATEWAY_OVERLAY, t1["vni"], frames)
         time.sleep(0.5)
         still_flushed = tables(gw_ns) == set()
     finally:
@@ -269,6 +293,7 @@ def test_nft_flush_keeps_the_binding(lab: LabState, mode: str, report: Report) -
     resumed = time.monotonic()
     # The worker was paused too: what got into tenant 1's port reaches the service now.
     delivered = watch.delivered(settle=2.0)
+    kept = watch.kept_out(spoof_tags, Tally(), "spoofed VNI")
     assert still_flushed, "something restored the table during the attack: not a test of it"
     table_back = _wait_for(lambda: "cjb_gw" in tables(gw_ns), RECOVER_WITHIN, "gateway table")
     pages_back = _wait_pages(lab, RECOVER_WITHIN)
@@ -286,7 +311,8 @@ def test_nft_flush_keeps_the_binding(lab: LabState, mode: str, report: Report) -
     ap_ns = lab.namespaces["appliance1"]
     agent = _process(lab, "appliance", "run", str(lab.run_dir / "appliance1.json"))
     ap_watch = Watch(lab, 1, nonce + b"-ap")
-    to_lan = inner_frame("192.168.0.100", "192.168.0.10", "ff:ff:ff:ff:ff:ff", nonce + b"-ap")
+    ap_tags = tags(nonce + b"-ap")
+    to_lan = [inner_frame("192.168.0.100", "192.168.0.10", "ff:ff:ff:ff:ff:ff", t) for t in ap_tags]
     os.kill(agent, signal.SIGSTOP)
     try:
         labkit.run_in(ap_ns, ["nft", "flush", "ruleset"])
@@ -294,10 +320,20 @@ def test_nft_flush_keeps_the_binding(lab: LabState, mode: str, report: Report) -
         forge(lab.namespaces["internet"], GATEWAY_OVERLAY, wan, t1["vni"], to_lan)
         ap_delivered = ap_watch.delivered()
         del ap_delivered["gateway/vx-tenant1"]  # the attack went to the appliance
+        ap_watch.kept_out(ap_tags, kept, "to appliance1's WAN", skip=("gateway/vx-tenant1",))
         ap_still_flushed = tables(ap_ns) == set()
     finally:
         os.kill(agent, signal.SIGCONT)
     assert ap_still_flushed, "something restored the appliance's tables during the attack"
+    report(
+        "nft-flush-binding", *kept.counts,
+        f"{mode}: gateway's guard counted spoofed {spoofed}; after a flush with everything "
+        f"running its table was back in {gw_table:.1f}s, pages in {gw_recovery:.1f}s "
+        f"{kept.lost_note()}".rstrip(),
+        means="forged frames sent while the ruleset was flushed and nothing could restore it "
+        "(appliance2 -> tenant1's VNI at the gateway; internet -> appliance1's WAN) seen on "
+        "none of tenant1's links",
+    )  # fmt: skip
     wanted = {"cjb_wan", "cjb_wan_in"}
     _wait_for(lambda: wanted <= tables(ap_ns), RECOVER_WITHIN, "appliance tables")
     _wait_pages(lab, RECOVER_WITHIN)
@@ -307,15 +343,6 @@ def test_nft_flush_keeps_the_binding(lab: LabState, mode: str, report: Report) -
     _wait_pages(lab, RECOVER_WITHIN - (time.monotonic() - flushed))
     ap_recovery = time.monotonic() - flushed
 
-    # A frame that got in shows on several links: count it once, where it went furthest.
-    lost = max(delivered.values()) + max(ap_delivered.values())
-    report(
-        "nft-flush-binding", 2 * FORGED, 2 * FORGED - lost, lost,
-        f"{mode}: survived = forged frames kept out while the ruleset was flushed "
-        f"(appliance2 -> tenant1's VNI at the gateway, counted spoofed {spoofed}; internet -> "
-        f"appliance1's WAN); gateway table back {gw_table:.1f}s and pages {gw_recovery:.1f}s "
-        f"after a flush; appliance tables back {ap_tables:.1f}s, pages {ap_recovery:.1f}s",
-    )  # fmt: skip
     assert delivered == dict.fromkeys(delivered, 0), delivered
     assert ap_delivered == dict.fromkeys(ap_delivered, 0), ap_delivered
     assert spoofed == FORGED, f"the guard counted {spoofed} of {FORGED} forged VNIs"
@@ -324,7 +351,9 @@ def test_nft_flush_keeps_the_binding(lab: LabState, mode: str, report: Report) -
     assert time.monotonic() - resumed < RECOVER_WITHIN
     assert pages_back < RECOVER_WITHIN
     assert gw_table < 2.5 and gw_pages < RECOVER_WITHIN and gw_recovery < RECOVER_WITHIN
-    assert ap_recovery < RECOVER_WITHIN, f"appliance back after {ap_recovery:.1f}s"
+    assert ap_recovery < RECOVER_WITHIN, (
+        f"appliance pages back after {ap_recovery:.1f}s (tables {ap_tables:.1f}s)"
+    )
     # Counted drops everywhere they can be, and visible in status.
     assert re.search(r"VXLAN guard \(tc\): bound \d+", _render(lab))
 
