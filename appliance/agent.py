@@ -22,7 +22,7 @@ from cjb.appliance.arp_probe import Prober, Timing
 from cjb.appliance.arp_probe_io import probe_free_address
 from cjb.appliance.config import ApplianceModel
 from cjb.appliance.control_client import ControlClient
-from cjb.appliance.enrolled import EnrolledAgent
+from cjb.appliance.enrolled import FULL_TICK_ENV, EnrolledAgent
 from cjb.appliance.keys import IdentityError, device_keys, load_factory
 from cjb.appliance.lan import scaled
 from cjb.appliance.store import Store
@@ -30,6 +30,7 @@ from cjb.appliance.tunnel import PlainVxlanBuilder, TunnelBuilder
 from cjb.appliance.wan_input import InputSpec, WanInput
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.netlink import Bridge, Existing, Link, Namespace, NetworkSpec, Vxlan, apply
+from cjb.common.netlink.drift import DriftProbe
 from cjb.common.netlink.real import RealKernel
 from cjb.common.private_file import atomic_write
 
@@ -106,6 +107,7 @@ def build_enrolled(cfg: ApplianceModel, kernel: RealKernel) -> EnrolledAgent:
         store=Store(layout.state_dir),
         probe=probe,
         rng=rng,
+        drift=None if os.environ.get(FULL_TICK_ENV) else DriftProbe().fingerprint,
     )
 
 
