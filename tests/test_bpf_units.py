@@ -255,6 +255,15 @@ def test_summary_says_kernel_or_userspace_with_the_reason(tmp_path: Path) -> Non
     )
     ok = {"pid": 1, "updated": time.time(), "fast_path": m.summary(tenants), "tenants": {}}
     assert "\nfast path: kernel\n" in render(ok, Path("/x"))
+    # The same in /metrics: a gauge per mode, and how many tenants the kernel carries.
+    from cjb.gateway.dataplane.metrics import StatusFileCollector
+
+    path = tmp_path / "status.json"
+    for data, kernel, count in ((ok, 1, 1), (status, 0, 0)):
+        path.write_text(json.dumps(data))
+        samples = {s.name: s.value for f in StatusFileCollector(path).collect() for s in f.samples}
+        assert samples["cjb_fast_path_kernel"] == kernel
+        assert samples["cjb_fast_path_kernel_tenants"] == count
 
 
 def test_the_object_is_found_next_to_the_source_else_built_into_the_cache(
