@@ -80,7 +80,7 @@ POLL_INFLIGHT = 0.05  # seconds between looks at an HTTP call in flight
 # A full re-apply also repairs what the fingerprint cannot see (tc filters, addresses) and
 # refreshes the WireGuard counters in status.json; between them an idle tick costs one
 # link dump and one nftables generation read.
-FULL_RECONCILE_EVERY = 30.0
+FULL_RECONCILE_EVERY = 60.0
 # Every tick a full re-apply (the old behaviour): for benchmarks that measure the saving.
 FULL_TICK_ENV = "CJB_APPLIANCE_FULL_TICK"
 
@@ -136,7 +136,8 @@ class EnrolledAgent:
     drift: Callable[[], object] | None = None
     _settled: object = None  # the fingerprint after the last clean full re-apply
     _last_full: float = float("-inf")
-    _discovery_args: tuple[Any, ...] | None = None
+    # What the last full tick told discovery.sync (config, LAN address, tunnel usable).
+    _discovery_args: tuple[DeviceConfig, ipaddress.IPv4Address | None, bool] | None = None
 
     def __post_init__(self) -> None:
         if self.wan_input is None and self.cfg.wan_input:

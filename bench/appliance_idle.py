@@ -44,9 +44,7 @@ def measure(mode: str, seconds: float, settle: float) -> float:
         os.environ.pop(FULL_TICK_ENV, None)
     state = up(1, transport="wireguard", log=lambda _m: None)
     try:
-        agent = next(
-            p for p in state.processes if p.node == "appliance1" and "appliance" in p.argv
-        )
+        agent = next(p for p in state.processes if p.node == "appliance1" and "appliance" in p.argv)
         status = state.run_dir / "appliance1" / "status.json"
         deadline = time.monotonic() + 60
         while not tunnel_up(status):

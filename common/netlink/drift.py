@@ -67,7 +67,7 @@ class DriftProbe:
         self._seq += 1
         seq = self._seq
         sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, flags, seq, 0) + body)
-        out = []
+        out: list[bytes] = []
         while True:
             data = sock.recv(1 << 16)
             off = 0

@@ -68,11 +68,13 @@ def set_fast_path(config_path: Path, mode: FastPathMode, timeout: float = 20.0) 
             status = json.loads(status_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             status = {}
+        # Registry tenants are not in the file: wait for every tenant the status lists.
         states = status.get("tenants", {})
-        if all(
+        names = set(tenants) or set(states)
+        if names and all(
             states.get(n, {}).get("state") == "running"
             and (states.get(n, {}).get("fast_path") or {}).get("mode") == mode
-            for n in tenants
+            for n in names
         ):
             return
         time.sleep(0.2)
