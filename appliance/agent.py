@@ -22,7 +22,7 @@ from cjb.appliance.arp_probe import Prober, Timing
 from cjb.appliance.arp_probe_io import probe_free_address
 from cjb.appliance.config import ApplianceModel
 from cjb.appliance.control_client import ControlClient
-from cjb.appliance.enrolled import EnrolledAgent
+from cjb.appliance.enrolled import FULL_RECONCILE_EVERY, FULL_TICK_ENV, EnrolledAgent
 from cjb.appliance.keys import IdentityError, device_keys, load_factory
 from cjb.appliance.lan import scaled
 from cjb.appliance.sd_notify import Notifier
@@ -31,6 +31,7 @@ from cjb.appliance.tunnel import PlainVxlanBuilder, TunnelBuilder
 from cjb.appliance.wan_input import InputSpec, WanInput
 from cjb.common.control.identity import ApplianceLayout
 from cjb.common.netlink import Bridge, Existing, Link, Namespace, NetworkSpec, Vxlan, apply
+from cjb.common.netlink.drift import DriftProbe
 from cjb.common.netlink.real import RealKernel
 from cjb.common.private_file import atomic_write
 
@@ -107,6 +108,7 @@ def build_enrolled(cfg: ApplianceModel, kernel: RealKernel) -> EnrolledAgent:
         store=Store(layout.state_dir),
         probe=probe,
         rng=rng,
+        drift=None if os.environ.get(FULL_TICK_ENV) else DriftProbe().fingerprint,
     )
 
 
@@ -139,9 +141,26 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
     # Plain VXLAN is the trusted-link mode: VXLAN only from the configured gateway address.
     inputs = InputSpec(t.vni, t.port, t.remote, None, (cfg.bridge,))
     notify = Notifier()
+    # As the enrolled agent: a full re-apply only when the cheap fingerprint moved, the
+    # last one failed, or FULL_RECONCILE_EVERY passed (appliance/enrolled.py).
+    probe = None if os.environ.get(FULL_TICK_ENV) else DriftProbe()
+    settled: object = None
+    last_full = float("-inf")
+    status: dict[str, object] = {}
     with RealKernel() as kernel:
         wan_input = WanInput(kernel) if cfg.wan_input else None
         while not stop.is_set():
+            if (
+                probe is not None
+                and settled is not None
+                and time.monotonic() - last_full < FULL_RECONCILE_EVERY
+                and _fingerprint(probe) == settled
+            ):
+                status["updated"] = time.time()
+                _write_status(cfg, status)
+                stop.wait(cfg.check_interval)
+                continue
+            last_full = time.monotonic()
             error = None
             try:
                 changes = apply(kernel, spec)
@@ -160,26 +179,26 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
                     log.info("apply: %s", change)
             links = kernel.links(None)
             tunnel = links.get(cfg.tunnel.name)
-            _write_status(
-                cfg,
-                {
-                    "mode": "static",
-                    "pid": os.getpid(),
-                    "updated": time.time(),
-                    "bridge": cfg.bridge,
-                    "tunnel": cfg.tunnel.name,
-                    "vni": cfg.tunnel.vni,
-                    "local": str(cfg.tunnel.local),
-                    "remote": str(cfg.tunnel.remote),
-                    "tunnel_up": bool(tunnel and tunnel.up),
-                    "tunnel_on_bridge": bool(tunnel and tunnel.master == cfg.bridge),
-                    "repairs": repairs,
-                    "wan_input": wan_input.counters() if wan_input else None,
-                    "wan_input_errors": wan_errors,
-                    "last_changes": changes,
-                    "error": error,
-                },
-            )
+            status = {
+                "mode": "static",
+                "pid": os.getpid(),
+                "updated": time.time(),
+                "bridge": cfg.bridge,
+                "tunnel": cfg.tunnel.name,
+                "vni": cfg.tunnel.vni,
+                "local": str(cfg.tunnel.local),
+                "remote": str(cfg.tunnel.remote),
+                "tunnel_up": bool(tunnel and tunnel.up),
+                "tunnel_on_bridge": bool(tunnel and tunnel.master == cfg.bridge),
+                "repairs": repairs,
+                "wan_input": wan_input.counters() if wan_input else None,
+                "wan_input_errors": wan_errors,
+                "last_changes": changes,
+                "error": error,
+            }
+            _write_status(cfg, status)
+            clean = error is None and not wan_errors and bool(tunnel and tunnel.up)
+            settled = _fingerprint(probe) if probe is not None and clean else None
             notify.ready()
             notify.alive()
             ping = notify.next_ping()
@@ -189,3 +208,13 @@ def run_static(cfg: ApplianceModel, stop: threading.Event) -> None:
                 else min(cfg.check_interval, ping - time.monotonic())
             )
             stop.wait(max(0.0, wait))
+        if probe is not None:
+            probe.close()
+
+
+def _fingerprint(probe: DriftProbe) -> object:
+    try:
+        return probe.fingerprint()
+    except OSError as exc:
+        log.warning("drift check failed, repairing in full: %s", exc)
+        return None

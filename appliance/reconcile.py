@@ -22,7 +22,7 @@ from cjb.appliance.lan import LanView
 from cjb.appliance.tunnel import TunnelBuilder, TunnelError, TunnelRequest, TunnelStatus
 from cjb.appliance.wan_filter import TABLE_FAMILY, TABLE_NAME, FilterSpec, filter_table
 from cjb.appliance.wan_input import InputSpec, WanInput
-from cjb.common.control.protocol import EnrollResponse
+from cjb.common.control.protocol import DeviceConfig, EnrollResponse
 from cjb.common.netlink import Bridge, Existing, Kernel, Link, Namespace, NetworkSpec, apply, nft
 from cjb.common.netlink.kernel import NetlinkError
 
@@ -66,10 +66,14 @@ class Reconciler:
     errors: list[str] = field(default_factory=list)
     filter_counters: dict[str, tuple[int, int]] = field(default_factory=dict)
     _filter_spec: FilterSpec | None = None
+    # What the last full tick told discovery.sync (config, LAN address, tunnel usable), so a
+    # tick that only checks the fingerprint keeps the relay's timers running.
+    _discovery_args: tuple[DeviceConfig, ipaddress.IPv4Address | None, bool] | None = None
 
     def tick(self, enrollment: EnrollResponse | None) -> None:
         """Re-apply everything the kernel should have (idempotent), read the counters."""
         self.errors = []
+        self._discovery_args = None
         try:
             bridge = self.kernel.links(None).get(self.cfg.bridge)
             adopt = bridge is not None and bridge.alias != f"cjb:{OWNER}"
@@ -94,13 +98,37 @@ class Reconciler:
         self._ensure_filter(enrollment)
         self._ensure_input(request)
         tunnel = self.tunnel
-        self.discovery.sync(
-            self.clock(),
-            enrollment.config,
-            self._own_lan_address(),
-            tunnel.up and tunnel.on_bridge,
-            recreated,
-        )
+        args = (enrollment.config, self._own_lan_address(), tunnel.up and tunnel.on_bridge)
+        self.discovery.sync(self.clock(), *args, recreated)
+        self._discovery_args = args
+
+    def resync_discovery(self, now: float) -> None:
+        """Between full ticks: the relay's timers run on what the last full tick saw."""
+        if self._discovery_args is not None:
+            self.discovery.sync(now, *self._discovery_args, False)
+
+    def refresh_counters(self, enrollment: EnrollResponse | None) -> bool:
+        """The tunnel's status and the WAN filter's counters without re-applying anything;
+        False when reading them failed (the caller repairs in full next)."""
+        request = self.tunnel_request(enrollment)
+        try:
+            if request is not None:
+                self.tunnel = self.builder.status(request)
+            if self._filter_spec is not None:
+                self.filter_counters = nft.counters(None, TABLE_FAMILY, TABLE_NAME)
+        except (TunnelError, NetlinkError, OSError) as exc:
+            log.info("counter refresh failed, repairing in full next tick: %s", exc)
+            return False
+        return True
+
+    def healthy(self, enrollment: EnrollResponse | None) -> bool:
+        """Nothing left to wait for: no errors, and (enrolled) the tunnel up on the bridge."""
+        if self.errors:
+            return False
+        if enrollment is None:
+            return True
+        t = self.tunnel
+        return t is not None and t.up and t.on_bridge
 
     def tunnel_request(self, enrollment: EnrollResponse | None) -> TunnelRequest | None:
         if enrollment is None:

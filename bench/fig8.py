@@ -21,6 +21,7 @@ Topology (namespaces cjbf8<run>-*, removed on every exit):
 Run (root; Debian packages iperf3 tayga clang libbpf-dev; `pip install -e '.[bench]'`):
     python bench/fig8.py                 # 3 runs per point, 5 s each, N = 1..8
     python bench/fig8.py --quick         # 1 run per point, 3 s, N = 1,2,4,8
+    python bench/fig8.py --transport enrolled   # VXLAN inside WireGuard vs the overlay alone
 Writes results/fig8.csv, results/fig8.md (table: mean, standard deviation and range per
 point) and results/fig8.png, and copies them to bench/results/ (the committed copy) only
 when every point has at least 3 good runs. Numbers on a shared machine are noisy: compare
@@ -495,10 +496,21 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--publish", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--no-publish", action="store_true", help="do not copy to bench/results/")
+    ap.add_argument(
+        "--transport",
+        default="vxlan",
+        choices=("vxlan", "enrolled"),
+        help="vxlan: the figure on plain VXLAN; enrolled: one tenant through VXLAN inside "
+        "WireGuard against the WireGuard overlay alone (bench/fig8_enrolled.py)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("fig8: needs root (namespaces, VXLAN, tc BPF)", file=sys.stderr)
         return 1
+    if args.transport == "enrolled":
+        from fig8_enrolled import run_enrolled
+
+        return run_enrolled(args.runs or (1 if args.quick else 3), args.seconds or 5)
     for tool in ("iperf3", "tayga", "clang"):
         if shutil.which(tool) is None:
             print(

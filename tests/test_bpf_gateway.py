@@ -424,3 +424,48 @@ def test_tcp_through_the_fast_path_with_offloads_on(bed: Bed) -> None:
     worker = _router_rx(bed, "tunnel") + _router_rx(bed, "service") - worker_before
     assert worker <= 10, f"the worker also read {worker} frames of the fast path's flow"
     assert after["errors"] == 0
+
+
+def test_default_config_falls_back_to_userspace_when_the_object_is_missing(bed: Bed) -> None:
+    """No `fast_path` in the config (the default: kernel) and an object that is not there:
+    the gateway says "userspace" with the reason, and the worker carries the traffic."""
+    bed.proc.send_signal(signal.SIGTERM)
+    bed.proc.wait(10)
+    config = _config(bed.prefix, bed.status.parent, "kernel")
+    del config["fast_path"]
+    _write(bed.config, config)
+    bed.status.unlink(missing_ok=True)
+    missing = bed.status.parent / "no-such-dir" / "xlat.bpf.o"
+    with netns(bed.prefix + "gw"):
+        bed.proc = subprocess.Popen(
+            [sys.executable, "-m", "cjb.cli", "gateway", "run", "--config", str(bed.config)],
+            stderr=open(bed.status.parent / "gateway.log", "ab"),  # noqa: SIM115
+            env={**os.environ, "CJB_BPF_OBJECT": str(missing)},
+        )
+    _wait(lambda: _tenant(bed).get("state") == "running", "the restarted gateway's tenant")
+    summary = _status(bed.status).get("fast_path") or {}
+    assert isinstance(summary, dict) and summary["mode"] == "userspace", summary
+    assert f"{missing} (CJB_BPF_OBJECT) is missing" in str(summary["reason"])
+    with RealKernel() as kernel:
+        _wait(
+            lambda: all(
+                kernel.tc_ingress(bed.prefix + "gw", p) is None for p in ("vx-t1", "sl-t1")
+            ),
+            "the previous run's programs detached",
+        )
+    shown = subprocess.run(
+        [sys.executable, "-m", "cjb.cli", "gateway", "status", "--config", str(bed.config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "fast path: userspace (reason: kernel fast path unavailable" in shown, shown
+    time.sleep(1.5)  # one status period: `before` comes from the new worker
+    recv_all(bed.svc, 0.1)
+    before = _router_rx(bed, "tunnel")
+    for seq in range(20):
+        bed.app.send(v4_frame(seq))
+    assert len(_ours(recv_all(bed.svc), b"\x86\xdd")) == 20
+    _wait(lambda: _router_rx(bed, "tunnel") - before >= 20, "the worker's counters")
+    log = (bed.status.parent / "gateway.log").read_text(errors="replace")
+    assert "CJB_BPF_OBJECT) is missing" in log  # the reason is logged too

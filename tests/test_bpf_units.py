@@ -4,6 +4,7 @@ kernel, the gateway spec and config switch, the manager's order, counters and st
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -80,7 +81,10 @@ def test_fast_path_switch_is_global_with_a_per_tenant_override(tmp_path: Path) -
     plain = dict(GW)
     del plain["fast_path"]
     cfg = _load(tmp_path, plain)
-    assert cfg.tenants[0].fast_path == "userspace"  # type: ignore[attr-defined]
+    # The kernel fast path is the default; a tenant can still opt out.
+    modes = {t.name: t.fast_path for t in cfg.tenants}  # type: ignore[attr-defined]
+    assert modes == {"acme": "kernel", "globex": "userspace"}
+    assert cfg.fast_path == "kernel"  # type: ignore[attr-defined]
 
 
 def test_bad_fast_path_names_the_field(tmp_path: Path) -> None:
@@ -225,3 +229,77 @@ def test_a_worker_without_filters_keeps_the_fast_path_disabled(tmp_path: Path) -
     m.filter_sockets("acme", {"tunnel": "sock"})
     m.activate(cfg.tenants)  # type: ignore[attr-defined]
     assert fp.configured == [] and "left disabled" in m.errors["acme"]
+
+
+def test_summary_says_kernel_or_userspace_with_the_reason(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, GW)
+    tenants = cfg.tenants  # type: ignore[attr-defined]
+    fp = FakeFastPath({"tunnel": 1, "service": 2, "native": 3})
+    m = KernelFastPaths(loader=lambda: fp, ifindex=lambda _n: 1)  # type: ignore[arg-type,return-value]
+    m.attachments(tenants)
+    m.filter_sockets("acme", {"tunnel": "sock"})
+    m.activate(tenants)
+    assert m.summary(tenants) == {"mode": "kernel", "kernel_tenants": 1}
+
+    def missing() -> FakeFastPath:
+        raise FastPathError("/x/xlat.bpf.o (CJB_BPF_OBJECT) is missing")
+
+    down = KernelFastPaths(loader=missing)  # type: ignore[arg-type]
+    down.attachments(tenants)
+    summary = down.summary(tenants)
+    assert summary["mode"] == "userspace" and summary["kernel_tenants"] == 0
+    assert "xlat.bpf.o (CJB_BPF_OBJECT) is missing" in str(summary["reason"])
+    status = {"pid": 1, "updated": time.time(), "fast_path": summary, "tenants": {}}
+    assert "fast path: userspace (reason: kernel fast path unavailable" in render(
+        status, Path("/x")
+    )
+    ok = {"pid": 1, "updated": time.time(), "fast_path": m.summary(tenants), "tenants": {}}
+    assert "\nfast path: kernel\n" in render(ok, Path("/x"))
+    # The same in /metrics: a gauge per mode, and how many tenants the kernel carries.
+    from cjb.gateway.dataplane.metrics import StatusFileCollector
+
+    path = tmp_path / "status.json"
+    for data, kernel, count in ((ok, 1, 1), (status, 0, 0)):
+        path.write_text(json.dumps(data))
+        samples = {s.name: s.value for f in StatusFileCollector(path).collect() for s in f.samples}
+        assert samples["cjb_fast_path_kernel"] == kernel
+        assert samples["cjb_fast_path_kernel_tenants"] == count
+
+
+def test_the_object_is_found_next_to_the_source_else_built_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from cjb.common import bpf_object
+
+    monkeypatch.delenv("CJB_TEST_OBJ", raising=False)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    source = tree / "x.bpf.c"
+    source.write_text("int x;\n")
+    cache = tmp_path / "cache"
+    prebuilt = tree / "x.bpf.o"
+    prebuilt.write_bytes(b"obj")
+    assert bpf_object.locate(source, override_env="CJB_TEST_OBJ", cache_dirs=[cache]) == prebuilt
+    prebuilt.unlink()
+    (cache).mkdir()
+    (cache / "x.bpf.o").write_bytes(b"obj")
+    found = bpf_object.locate(source, override_env="CJB_TEST_OBJ", cache_dirs=[cache])
+    assert found == cache / "x.bpf.o"
+    (cache / "x.bpf.o").unlink()
+    with pytest.raises(bpf_object.BpfBuildError, match=r"no built x\.bpf\.o"):
+        bpf_object.locate(source, override_env="CJB_TEST_OBJ", cache_dirs=[cache], build=False)
+    monkeypatch.setenv("CJB_TEST_OBJ", str(tmp_path / "nothing.o"))
+    with pytest.raises(bpf_object.BpfBuildError, match=r"nothing.o \(CJB_TEST_OBJ\) is missing"):
+        bpf_object.locate(source, override_env="CJB_TEST_OBJ", cache_dirs=[cache])
+    monkeypatch.delenv("CJB_TEST_OBJ")
+    if shutil.which("clang") is None:
+        pytest.skip("clang not installed: the build step cannot run here")
+    # The source tree cannot take the object (here: a directory in its way, old enough not
+    # to count as fresh; in production: a read-only install): it is built into the cache.
+    (tree / "x.bpf.o").mkdir()
+    os.utime(tree / "x.bpf.o", (0, 0))
+    built = bpf_object.locate(source, override_env="CJB_TEST_OBJ", cache_dirs=[cache])
+    assert built == cache / "x.bpf.o" and built.stat().st_size > 0
+    assert not [p for p in tree.iterdir() if p.name.endswith(".tmp")]  # no temporary left

@@ -13,7 +13,7 @@ from labkit import fresh_status, lab, python_in, run_in, spawn_python, wait_port
 
 from cjb.common.netlink import netns
 from cjb.common.netlink.offload import features
-from cjb.gateway.dataplane.io_mode import set_userspace_io
+from cjb.gateway.dataplane.io_mode import set_fast_path, set_userspace_io
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -43,6 +43,9 @@ def test_mode_switch_keeps_the_tenant_working() -> None:
     with lab(1) as state:
         site, service, gw = (state.namespaces[n] for n in ("site1", "service", "gateway"))
         config = state.run_dir / "gateway.json"
+        # About the Python worker's IO: without the kernel fast path (the default), which
+        # would otherwise carry this TCP flow past the worker.
+        set_fast_path(config, "userspace")
         for mode in ("packet-vnet", "packet"):
             set_userspace_io(config, mode)
             with netns(gw):

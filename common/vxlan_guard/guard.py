@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 import struct
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from cjb.common import bpf_object
 from cjb.common.netlink import Kernel, TcBpf
 from cjb.common.netlink.spec import TC_FILTER_PREFIX
 from cjb.common.vxlan_guard import libbpf
@@ -42,23 +41,15 @@ def object_path() -> Path:
     return Path(override) if override else SOURCE.with_suffix("").with_suffix(".bpf.o")
 
 
-def build_object() -> Path:
-    """Compile guard.bpf.c when the object is missing or older than the source."""
-    out = object_path()
-    if out.exists() and out.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return out
-    if shutil.which("clang") is None:
-        raise GuardError(
-            f"{out} is missing and clang is not installed: "
-            "apt-get install -y --no-install-recommends clang llvm libbpf-dev, then `make bpf`"
+def build_object(cache_dir: Path | None = None) -> Path:
+    """`$CJB_GUARD_OBJECT`, else a fresh guard.bpf.o next to the source or in `cache_dir`,
+    else one compiled now (common/bpf_object.py)."""
+    try:
+        return bpf_object.locate(
+            SOURCE, override_env=OBJECT_ENV, cache_dirs=[cache_dir] if cache_dir else []
         )
-    argv = ["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v3",
-            f"-I/usr/include/{os.uname().machine}-linux-gnu", "-Wall",
-            "-c", str(SOURCE), "-o", str(out)]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise GuardError(f"clang failed building {out}:\n{done.stderr.strip()}")
-    return out
+    except bpf_object.BpfBuildError as exc:
+        raise GuardError(str(exc)) from None
 
 
 def peer_bytes(address: Address) -> bytes:
@@ -69,9 +60,9 @@ def peer_bytes(address: Address) -> bytes:
 
 
 class VxlanGuard:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, cache_dir: Path | None = None) -> None:
         try:
-            path = path or build_object()
+            path = path or build_object(cache_dir)
             self._obj = libbpf.BpfObject(str(path))
         except (libbpf.LibbpfError, OSError) as exc:
             raise GuardError(f"VXLAN guard unavailable: {exc}") from None

@@ -23,9 +23,10 @@ TENANT_NAME = r"^[a-z][a-z0-9-]{0,11}$"  # 12 chars max: "vx-" + name fits IFNAM
 # wire frame per syscall, offloads off; "packet-vnet" = AF_PACKET with PACKET_VNET_HDR,
 # offloads on, TCP as 64 KB GSO super-frames translated once each (gateway/xlat/gso.py).
 UserspaceIO = Literal["packet", "packet-vnet"]
-# Who translates the common case: "kernel" = the tc-eBPF fast path on the tenant's
-# ports (gateway/dataplane/bpf), the userspace worker only for the rest; "userspace" = the
-# worker for everything.
+# Who translates the common case: "kernel" (the default) = the tc-eBPF fast path on the
+# tenant's ports (gateway/dataplane/bpf), the userspace worker only for the rest, and the
+# worker for everything where the object cannot be built or loaded (status says why);
+# "userspace" = the worker for everything.
 FastPathMode = Literal["kernel", "userspace"]
 WG_KEY = r"^[A-Za-z0-9+/]{43}=$"  # base64 of 32 raw bytes (common.control.protocol.B64Key32)
 
@@ -118,7 +119,7 @@ class GatewayModel(_Model):
     state_dir: str = "/run/cjb-gateway"
     directory_file: str | None = None  # tenant directory for the service host
     userspace_io: UserspaceIO = "packet-vnet"
-    fast_path: FastPathMode = "userspace"
+    fast_path: FastPathMode = "kernel"
     group_limit: GroupLimit = GroupLimit()
     host_input: HostInputModel = HostInputModel()
     tenants: dict[Annotated[str, Field(pattern=TENANT_NAME)], TenantModel] = {}
@@ -177,7 +178,7 @@ class TenantSpec:
     service_ifname: str
     wireguard_public_key: str | None = None
     userspace_io: UserspaceIO = "packet-vnet"
-    fast_path: FastPathMode = "userspace"
+    fast_path: FastPathMode = "kernel"
 
     # Gateway-side port names: fixed prefixes, so operators can read `ip link` at a glance.
     @property
@@ -228,7 +229,7 @@ class GatewayConfig:
     registry: Path | None = None
     registry_native_ipv6: bool = True
     userspace_io: UserspaceIO = "packet-vnet"  # gateway-wide default, e.g. for registry tenants
-    fast_path: FastPathMode = "userspace"  # gateway-wide default, e.g. for registry tenants
+    fast_path: FastPathMode = "kernel"  # gateway-wide default, e.g. for registry tenants
     group_limit: GroupLimit = field(default_factory=lambda: GroupLimit())
     host_input: HostInputModel = field(default_factory=lambda: HostInputModel())
 

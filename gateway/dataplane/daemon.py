@@ -126,6 +126,9 @@ class Gateway:
         self.nft_restored = 0  # times the table was found gone and put back
         self.rx = RxBuffer()  # one for every worker: they all run on this loop's thread
         self.cfg = self._load()
+        # An installed package's source tree may be read-only: the BPF objects are found
+        # there or built into the state directory (common/bpf_object.py).
+        self.fast.cache_dir = self.cfg.state_dir / "bpf"
         self.endpoints = previous_endpoints(self.cfg.status_file)
 
     def _load(self) -> GatewayConfig:
@@ -215,7 +218,7 @@ class Gateway:
         if self.guard is not None:
             return
         try:
-            self.guard = VxlanGuard()
+            self.guard = VxlanGuard(cache_dir=self.cfg.state_dir / "bpf")
             self.errors.pop("vxlan_guard", None)
         except GuardError as exc:
             log.warning("%s; the VNI binding depends on nftables alone", exc)
@@ -331,6 +334,7 @@ class Gateway:
                     item["gso"] = worker.router.vnet.counters.as_dict()
             item["fast_path"] = {
                 "mode": t.fast_path,
+                "active": self.fast.active(t.name),
                 "error": self.fast.errors.get(t.name),
                 "counters": self.fast.status(t.name),
             }
@@ -344,6 +348,7 @@ class Gateway:
             "host_input": host_counters(nft),
             "nft_restored": self.nft_restored,
             "vxlan_guard": guard,
+            "fast_path": self.fast.summary(self.cfg.tenants),
             "transport": "wireguard" if self.cfg.wireguard else "vxlan",
             "wireguard_ifname": self.cfg.wireguard.ifname if self.cfg.wireguard else None,
             "errors": {k: v for k, v in self.errors.items() if k not in self.workers},

@@ -11,7 +11,13 @@ import json
 import time
 from pathlib import Path
 
-from cjb.gateway.dataplane.config import UserspaceIO, load, read_model, write_model
+from cjb.gateway.dataplane.config import (
+    FastPathMode,
+    UserspaceIO,
+    load,
+    read_model,
+    write_model,
+)
 
 
 class ModeSwitchTimeout(RuntimeError):
@@ -46,4 +52,33 @@ def _all_running_in(status_file: Path, mode: str, names: set[str]) -> bool:
         tenants.get(n, {}).get("state") == "running"
         and tenants.get(n, {}).get("userspace_io") == mode
         for n in names
+    )
+
+
+def set_fast_path(config_path: Path, mode: FastPathMode, timeout: float = 20.0) -> None:
+    """Switch every tenant to `fast_path` `mode` (kernel: where it loads) and wait until the
+    running gateway's status shows each tenant running in it."""
+    model = read_model(config_path)
+    tenants = {name: t.model_copy(update={"fast_path": None}) for name, t in model.tenants.items()}
+    write_model(config_path, model.model_copy(update={"fast_path": mode, "tenants": tenants}))
+    status_file = load(config_path).status_file
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = json.loads(status_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            status = {}
+        # Registry tenants are not in the file: wait for every tenant the status lists.
+        states = status.get("tenants", {})
+        names = set(tenants) or set(states)
+        if names and all(
+            states.get(n, {}).get("state") == "running"
+            and (states.get(n, {}).get("fast_path") or {}).get("mode") == mode
+            for n in names
+        ):
+            return
+        time.sleep(0.2)
+    raise ModeSwitchTimeout(
+        f"{status_file}: tenants not all running with fast_path={mode!r} after {timeout:.0f}s;"
+        " check the gateway log"
     )

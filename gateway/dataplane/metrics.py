@@ -113,3 +113,16 @@ def _host_metrics(status: dict[str, Any]) -> Iterator[Metric]:
     for verdict, n in sorted((guard.get("drops") or {}).items()):
         verdicts.add_metric([verdict], _int(n))
     yield verdicts
+    fast = status.get("fast_path") or {}
+    kernel = GaugeMetricFamily(
+        "cjb_fast_path_kernel",
+        "1 when the tc-eBPF fast path is in use (cjb_fast_path_kernel_tenants: for how many), "
+        "0 when the userspace worker translates everything (`cjb gateway status` says why)",
+    )
+    kernel.add_metric([], 1 if fast.get("mode") == "kernel" else 0)
+    yield kernel
+    tenants = GaugeMetricFamily(
+        "cjb_fast_path_kernel_tenants", "Tenants whose common case the tc-eBPF fast path carries"
+    )
+    tenants.add_metric([], _int(fast.get("kernel_tenants")))
+    yield tenants

@@ -44,6 +44,16 @@ def _guard_lines(status: dict[str, object]) -> list[str]:
     return lines
 
 
+def _fast_path_summary(fast: object) -> list[str]:
+    """The gateway-wide line: who translates the common case, and why not the kernel."""
+    if not isinstance(fast, dict):
+        return []
+    if fast.get("reason") and fast.get("mode") != "kernel":
+        return [f"fast path: {fast.get('mode')} (reason: {fast['reason']})"]
+    line = f"fast path: {fast.get('mode')}"
+    return [line + (f" ({fast['reason']})" if fast.get("reason") else "")]
+
+
 def render(status: dict[str, object] | None, path: Path, now: float | None = None) -> str:
     if status is None:
         return f"no status at {path}: is `cjb gateway run` running with this config?\n"
@@ -55,6 +65,7 @@ def render(status: dict[str, object] | None, path: Path, now: float | None = Non
         + ("running" if running else f"NOT RUNNING (status {age:.0f}s old)"),
         f"unknown-VNI packets dropped: {status.get('unknown_vni_drops', 0)}",
         *_guard_lines(status),
+        *_fast_path_summary(status.get("fast_path")),
         "",
     ]
     tenants = status.get("tenants") or {}

@@ -1,22 +1,21 @@
 """One tenant's fast path: the loaded object, its config map, programs per port, counters.
 
-The object is built by `make bpf` (clang) at install time; `build_object` does the same
-for tests and benchmarks on a fresh checkout. Attaching the programs to links is the
-netlink wrapper's job (`TcBpf` on a `Link`); the worker's AF_PACKET sockets get the
-matching `*_skip` socket filter so every frame is handled exactly once (packet taps see
-ingress frames before tc does).
+The object is built by `make bpf` (clang) in a checkout; `find_object` finds it, or builds
+one into the gateway's state directory for an installed package (common/bpf_object.py).
+Attaching the programs to links is the netlink wrapper's job (`TcBpf` on a `Link`); the
+worker's AF_PACKET sockets get the matching `*_skip` socket filter so every frame is
+handled exactly once (packet taps see ingress frames before tc does).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import struct
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cjb.common import bpf_object
 from cjb.common.vxlan_guard import libbpf
 from cjb.gateway.dataplane.bpf.counters import COUNTER_NAMES, FastPathCounters
 
@@ -36,44 +35,34 @@ class FastPathError(Exception):
     """The fast path cannot be built, loaded or configured; the message says the fix."""
 
 
+OBJECT_ENV = "CJB_BPF_OBJECT"  # an explicit object (tests, benches): used as is
+
+
 def object_path() -> Path:
-    override = os.environ.get("CJB_BPF_OBJECT")
+    override = os.environ.get(OBJECT_ENV)
     return Path(override) if override else SOURCE.with_suffix("").with_suffix(".bpf.o")
 
 
-def clang_argv(source: Path, output: Path) -> list[str]:
-    arch = os.uname().machine
-    # -mcpu=v3: atomic fetch-and-add for the IPv4 ID counter.
-    return [
-        "clang",
-        "-O2",
-        "-g",
-        "-target",
-        "bpf",
-        "-mcpu=v3",
-        f"-I/usr/include/{arch}-linux-gnu",
-        "-Wall",
-        "-c",
-        str(source),
-        "-o",
-        str(output),
-    ]
-
-
 def build_object(force: bool = False) -> Path:
-    """Compile xlat.bpf.c when the object is missing or older than the source."""
+    """Compile xlat.bpf.c next to it when the object is missing or older than the source."""
     out = object_path()
     if not force and out.exists() and out.stat().st_mtime >= SOURCE.stat().st_mtime:
         return out
-    if shutil.which("clang") is None:
-        raise FastPathError(
-            f"{out} is missing and clang is not installed: "
-            "apt-get install -y --no-install-recommends clang llvm libbpf-dev, then `make bpf`"
+    try:
+        return bpf_object.compile_into(SOURCE, out)
+    except (bpf_object.BpfBuildError, OSError) as exc:
+        raise FastPathError(str(exc)) from None
+
+
+def find_object(cache_dir: Path | None = None) -> Path:
+    """The object the gateway loads: `$CJB_BPF_OBJECT`, else a fresh build next to the
+    source or in `cache_dir`, else one compiled now (common/bpf_object.py)."""
+    try:
+        return bpf_object.locate(
+            SOURCE, override_env=OBJECT_ENV, cache_dirs=[cache_dir] if cache_dir else []
         )
-    done = subprocess.run(clang_argv(SOURCE, out), capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise FastPathError(f"clang failed building {out}:\n{done.stderr.strip()}")
-    return out
+    except bpf_object.BpfBuildError as exc:
+        raise FastPathError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,23 +8,33 @@ The reconciler's order (daemon.sync) keeps every frame handled exactly once:
   3. start workers; `filter_sockets` puts the `*_skip` filters on kernel-mode workers.
   4. `activate(cfg)`: write ports and MTUs into each config map and enable it. From here
      the tc program and the worker's filter decide with the same predicate and config.
-A tenant whose object cannot be loaded runs in userspace; `errors` says why.
+A tenant whose object cannot be loaded runs in userspace; `errors` says why, and
+`summary` gives the gateway-wide line (`cjb gateway status`, the metrics gauge).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from cjb.common.netlink import TcBpf
 from cjb.common.tunnel_mtu import service_mtu_for
-from cjb.gateway.dataplane.bpf.fastpath import FastPath, FastPathConfig, FastPathError
+from cjb.gateway.dataplane.bpf.fastpath import (
+    FastPath,
+    FastPathConfig,
+    FastPathError,
+    find_object,
+)
 from cjb.gateway.dataplane.config import TenantSpec
 from cjb.gateway.dataplane.lan_guard import cloud_macs
 
 KERNEL = "kernel"
+USERSPACE = "userspace"
+log = logging.getLogger(__name__)
 
 
 def _ports(t: TenantSpec) -> dict[str, str]:
@@ -39,14 +49,30 @@ class KernelFastPaths:
         self,
         loader: Callable[[], FastPath] | None = None,
         ifindex: Callable[[str], int] = socket.if_nametoindex,
+        cache_dir: Path | None = None,
     ) -> None:
-        # A random first IPv4 ID: the worker's translator numbers its DF-clear packets from
-        # its own counter, so two counters starting together would repeat each other's IDs.
-        self._loader = loader or (lambda: FastPath(first_ipv4_id=secrets.randbelow(1 << 16)))
+        self._loader = loader or self._load_object
         self._ifindex = ifindex
+        self.cache_dir = cache_dir  # where an installed gateway builds the object
+        self._object: Path | None = None
+        self._object_error: str | None = None  # found or built once per process
         self.loaded: dict[str, FastPath] = {}
         self.errors: dict[str, str] = {}
         self.unfiltered: set[str] = set()  # tenants whose worker lacks the skip filters
+
+    def _load_object(self) -> FastPath:
+        if self._object_error is not None:
+            raise FastPathError(self._object_error)
+        if self._object is None:
+            try:
+                self._object = find_object(self.cache_dir)
+            except FastPathError as exc:
+                self._object_error = str(exc)
+                raise
+            log.info("kernel fast path object: %s", self._object)
+        # A random first IPv4 ID: the worker's translator numbers its DF-clear packets from
+        # its own counter, so two counters starting together would repeat each other's IDs.
+        return FastPath(self._object, first_ipv4_id=secrets.randbelow(1 << 16))
 
     def wanted(self, tenants: tuple[TenantSpec, ...]) -> list[TenantSpec]:
         return [t for t in tenants if t.fast_path == KERNEL]
@@ -69,7 +95,7 @@ class KernelFastPaths:
                 try:
                     fp = self._loader()
                 except FastPathError as exc:
-                    self.errors[name] = f"kernel fast path unavailable, running userspace: {exc}"
+                    self._fall_back(name, f"kernel fast path unavailable, running userspace: {exc}")
                     continue
                 self.loaded[name] = fp
                 self.errors.pop(name, None)
@@ -80,9 +106,37 @@ class KernelFastPaths:
                 }
             except OSError as exc:  # a libbpf call failed: this tenant runs in userspace
                 self.loaded.pop(name).close()
-                self.errors[name] = f"kernel fast path unavailable, running userspace: {exc}"
+                self._fall_back(name, f"kernel fast path unavailable, running userspace: {exc}")
                 continue
             out.update(progs)
+        return out
+
+    def _fall_back(self, tenant: str, reason: str) -> None:
+        if self.errors.get(tenant) != reason:  # once per reason, not on every resync
+            log.warning("tenant %s: %s", tenant, reason)
+        self.errors[tenant] = reason
+
+    def active(self, tenant: str) -> bool:
+        """The tc programs translate this tenant's common case (loaded, filtered, no error)."""
+        return tenant in self.loaded and tenant not in self.unfiltered and tenant not in self.errors
+
+    def summary(self, tenants: tuple[TenantSpec, ...]) -> dict[str, object]:
+        """The gateway-wide mode: "kernel" when every tenant that wants it has it,
+        "userspace" with the reason otherwise (the first failing tenant's)."""
+        wanted = self.wanted(tenants)
+        if not wanted:
+            reason = "configured (fast_path: userspace)" if tenants else "no tenants"
+            return {"mode": USERSPACE, "reason": reason, "kernel_tenants": 0}
+        active = [t.name for t in wanted if self.active(t.name)]
+        failing = sorted(t.name for t in wanted if t.name not in active)
+        out: dict[str, object] = {"mode": KERNEL, "kernel_tenants": len(active)}
+        if failing:
+            first = failing[0]
+            why = self.errors.get(first, "not enabled yet")
+            out["mode"] = KERNEL if active else USERSPACE
+            out["reason"] = f"{len(failing)} of {len(wanted)} tenants in userspace ({first}: {why})"
+            if not active:
+                out["reason"] = why
         return out
 
     def filter_sockets(self, tenant: str, sockets: Mapping[Any, socket.socket]) -> None:
@@ -97,7 +151,7 @@ class KernelFastPaths:
             # Without the filters the worker would translate the fast path's frames too:
             # leave this tenant's programs disabled (everything via the slow path).
             self.unfiltered.add(tenant)
-            self.errors[tenant] = f"kernel fast path left disabled: worker filter: {exc}"
+            self._fall_back(tenant, f"kernel fast path left disabled: worker filter: {exc}")
         else:
             self.unfiltered.discard(tenant)
 
@@ -115,10 +169,11 @@ class KernelFastPaths:
                     service_mtu=service_mtu_for(t.lan_mtu),  # as the worker's XlatConfig
                     cloud_macs=tuple(sorted(cloud_macs(t))),
                 )
+                fp.configure(config)
             except OSError as exc:
-                self.errors[t.name] = f"kernel fast path not enabled: {exc}"
+                self._fall_back(t.name, f"kernel fast path not enabled: {exc}")
                 continue
-            fp.configure(config)
+            self.errors.pop(t.name, None)
 
     def status(self, tenant: str) -> dict[str, object] | None:
         fp = self.loaded.get(tenant)
