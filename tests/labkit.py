@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -171,3 +172,14 @@ def container_init(nspawn_pid: int, timeout: float = 20) -> int:
                 continue
         time.sleep(0.2)
     raise AssertionError("the container's systemd did not start")
+
+
+def stop_container(nspawn: subprocess.Popen[bytes]) -> None:
+    """Stop a `systemd-nspawn --boot` container: SIGTERM (nspawn turns it into an orderly
+    shutdown), then SIGKILL if it is not gone within 30 s."""
+    nspawn.send_signal(signal.SIGTERM)
+    try:
+        nspawn.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        nspawn.kill()
+        nspawn.wait()

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -267,12 +266,7 @@ def _booted(run: str, base: Path) -> Iterator[Box]:
         yield box
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)  # nspawn turns it into an orderly shutdown
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            labkit.stop_container(proc)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
         if not mounted:

@@ -387,12 +387,7 @@ def test_built_root_boots_and_runs_the_agent_under_its_unit(
         assert failed.strip() == "", f"failed units in the image: {failed}"
         _hung_agent_is_restarted_by_the_watchdog(init)
     finally:
-        proc.send_signal(signal.SIGTERM)  # nspawn turns it into an orderly shutdown
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        labkit.stop_container(proc)
         log.close()
 
 
@@ -553,12 +548,7 @@ def test_built_image_enrolls_in_the_lab_and_the_site_gets_its_page(
         assert "CJB-IMG-LAB-1" in status
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            labkit.stop_container(proc)
         log.close()
         left = down(log=lambda _m: None, only=state.run_id)
         assert not left, f"left behind: {left}"

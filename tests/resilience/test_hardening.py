@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -540,12 +539,7 @@ def _booted(run: str, base: Path) -> Iterator[tuple[Container, dict[str, object]
         yield box, config, work
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)  # nspawn turns it into an orderly shutdown
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            labkit.stop_container(proc)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
         if not mounted:
