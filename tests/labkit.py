@@ -183,3 +183,20 @@ def stop_container(nspawn: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         nspawn.kill()
         nspawn.wait()
+
+
+def snapshot_checkout(dest: Path) -> Path:
+    """The checkout's files (tracked and new, not ignored), copied into `dest`: an image
+    build's inputs."""
+    repo = Path(__file__).resolve().parent.parent
+    files = subprocess.run(
+        ["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard", "-z"],
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = repo / os.fsdecode(name)
+        if src.is_file():
+            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / os.fsdecode(name))
+    return dest

@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import labkit
 import pytest
 import vmkit
 
@@ -47,7 +48,7 @@ def _image(tmp_path: Path) -> Path:
     given = os.environ.get("CJB_TEST_ARM64_IMAGE")
     if given:
         return Path(given)
-    from test_image_build import _operator_ca, _snapshot
+    from test_image_build import _operator_ca
 
     from cjb.appliance.image.build import BuildOptions, build
 
@@ -55,7 +56,7 @@ def _image(tmp_path: Path) -> Path:
         BuildOptions(
             arch="arm64",
             out_dir=tmp_path / "dist",
-            repo=_snapshot(tmp_path / "snapshot"),
+            repo=labkit.snapshot_checkout(tmp_path / "snapshot"),
             operator_ca=_operator_ca(tmp_path / "ca.pem"),
             gateway_url="https://gw.lab.invalid:8443",
             cache_dir=CACHE,

@@ -80,22 +80,6 @@ def _require_build_tools() -> None:
         pytest.skip("no cached base root and no network to the Debian mirror")
 
 
-def _snapshot(dest: Path) -> Path:
-    """The checkout's files (tracked and new, not ignored), copied: the build's inputs."""
-    repo = Path(__file__).resolve().parent.parent
-    files = subprocess.run(
-        ["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard", "-z"],
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        src = repo / os.fsdecode(name)
-        if src.is_file():
-            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / os.fsdecode(name))
-    return dest
-
-
 def _operator_ca(path: Path) -> Path:
     import datetime
 
@@ -133,7 +117,7 @@ class Built:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     _require_build_tools()
     work = tmp_path_factory.mktemp("image")
-    snap = _snapshot(work / "snapshot")
+    snap = labkit.snapshot_checkout(work / "snapshot")
     opts = BuildOptions(
         out_dir=OUT,
         repo=snap,

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import labkit
 import pytest
 import vmkit
 
@@ -48,21 +49,6 @@ def _require() -> None:
     for tool in ("mmdebstrap", "debugfs", "dnsmasq", "curl"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (tools/debian-packages.txt)")
-
-
-def _snapshot(dest: Path) -> Path:
-    repo = Path(__file__).resolve().parent.parent
-    files = subprocess.run(
-        ["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard", "-z"],
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        src = repo / os.fsdecode(name)
-        if src.is_file():
-            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / os.fsdecode(name))
-    return dest
 
 
 def _curl(ns: str, url: str) -> str:
@@ -93,7 +79,7 @@ def test_image_boots_under_uefi_enrolls_and_serves_its_lan(tmp_path: Path) -> No
         result = build(
             BuildOptions(
                 out_dir=tmp_path / "dist",
-                repo=_snapshot(tmp_path / "snapshot"),
+                repo=labkit.snapshot_checkout(tmp_path / "snapshot"),
                 operator_ca=StateDir(gw_state).ca_cert,
                 gateway_url=GATEWAY_URL,
                 cache_dir=CACHE,
