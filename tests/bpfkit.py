@@ -9,8 +9,9 @@ import socket
 
 import pytest
 
+from cjb.gateway.dataplane.selftest import read_incoming
+
 ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
 
 
 def require_fast_path(why: str) -> None:
@@ -34,18 +35,6 @@ def packet_socket(ifname: str) -> socket.socket:
     sock.bind((ifname, ETH_P_ALL))
     sock.setblocking(False)
     return sock
-
-
-def read_incoming(sock: socket.socket) -> list[bytes]:
-    """Every frame waiting on `sock` now, except our own outgoing ones."""
-    frames = []
-    while True:
-        try:
-            data, addr = sock.recvfrom(65535)
-        except BlockingIOError:
-            return frames
-        if addr[2] != PACKET_OUTGOING:
-            frames.append(data)
 
 
 def recv_all(sock: socket.socket, quiet: float = 0.3) -> list[bytes]:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from bpfkit import packet_socket, read_incoming, recv_all, require_fast_path
+from bpfkit import packet_socket, recv_all, require_fast_path
 from scapy.layers.inet import ICMP, TCP, UDP, IPOption_RR
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
@@ -37,9 +37,10 @@ from scapy.layers.inet6 import (
 )
 from xlat_frames import ip4, ip6, lan_frame, svc_frame
 
-from cjb.common.netlink import Link, Namespace, NetworkSpec, TcBpf, Veth, VethPeer, apply, netns
+from cjb.common.netlink import NetworkSpec, TcBpf, apply, netns
 from cjb.common.netlink import remove as remove_spec
 from cjb.common.netlink.real import RealKernel
+from cjb.gateway.dataplane.selftest import read_incoming, scratch_spec
 from cjb.gateway.xlat import Direction, Side, Translator, XlatConfig
 
 pytestmark = [pytest.mark.root]
@@ -359,18 +360,7 @@ class Bed:
 
 
 def _spec(ns: str, prefix: str, tc: dict[str, TcBpf]) -> NetworkSpec:
-    no_v6 = (("ipv6.disable_ipv6", "1"),)
-
-    def link(name: str, kind: Veth | VethPeer) -> Link:
-        return Link(name, kind, mtu=9000, sysctls=no_v6, tc_ingress=tc.get(name))
-
-    links = (
-        link("lan0", Veth(peer="tun")),
-        link("tun", VethPeer(of="lan0")),
-        link("svc", Veth(peer="svc0")),
-        link("svc0", VethPeer(of="svc")),
-    )
-    return NetworkSpec("bpftest", (Namespace(ns, links, owned=True),), namespace_prefix=prefix)
+    return scratch_spec("bpftest", ns, prefix, tc)
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,8 @@ def _packet_socket(ifname: str) -> socket.socket:
     return sock
 
 
-def _incoming(sock: socket.socket) -> list[bytes]:
+def read_incoming(sock: socket.socket) -> list[bytes]:
+    """Every frame waiting on `sock` now, except our own outgoing ones."""
     frames: list[bytes] = []
     while True:
         try:
@@ -121,6 +122,25 @@ def _incoming(sock: socket.socket) -> list[bytes]:
             return frames
         if addr[2] != PACKET_OUTGOING:
             frames.append(data)
+
+
+def scratch_spec(owner: str, ns: str, prefix: str, tc: dict[str, TcBpf]) -> NetworkSpec:
+    """One owned namespace `ns` with two veth pairs: lan0<->tun (the tunnel port) and
+    svc<->svc0 (the service link), tc programs from `tc` on the named ingresses."""
+    from cjb.common.netlink import Link, Namespace, NetworkSpec, Veth, VethPeer
+
+    no_v6 = (("ipv6.disable_ipv6", "1"),)  # no router solicitations, MLD: no stray frames
+
+    def link(name: str, kind: Veth | VethPeer) -> Link:
+        return Link(name, kind, mtu=9000, sysctls=no_v6, tc_ingress=tc.get(name))
+
+    links = (
+        link("lan0", Veth(peer="tun")),
+        link("tun", VethPeer(of="lan0")),
+        link("svc", Veth(peer="svc0")),
+        link("svc0", VethPeer(of="svc")),
+    )
+    return NetworkSpec(owner, (Namespace(ns, links, owned=True),), namespace_prefix=prefix)
 
 
 @dataclass
@@ -136,7 +156,7 @@ class _Bed:
         else:
             inject, far, worker, far_side = self.svc0, self.lan0, self.worker_svc, Side.LAN
         for s in (far, worker):
-            _incoming(s)
+            read_incoming(s)
         inject.send(v.frame)
         got_far: list[bytes] = []
         got_worker: list[bytes] = []
@@ -149,8 +169,8 @@ class _Bed:
             ready, _, _ = select.select([far, worker], [], [], wait)
             if not ready and done:
                 break
-            got_far += _incoming(far) if far in ready else []
-            got_worker += _incoming(worker) if worker in ready else []
+            got_far += read_incoming(far) if far in ready else []
+            got_worker += read_incoming(worker) if worker in ready else []
         if got_far:
             if v.expected_drop is not None:
                 return Outcome(False, f"FAIL: translated; expected drop {v.expected_drop.value}")
@@ -192,7 +212,7 @@ def kernel_bed(prefix: str | None = None) -> Iterator[_Bed]:
     """The installed fast path on a scratch namespace; raises KernelUnavailable."""
     if os.geteuid() != 0:
         raise KernelUnavailable("needs root (a scratch network namespace and tc BPF)")
-    from cjb.common.netlink import Link, Namespace, NetlinkError, NetworkSpec, Veth, VethPeer
+    from cjb.common.netlink import NetlinkError
     from cjb.common.netlink import remove as remove_spec
     from cjb.common.netlink.real import RealKernel
     from cjb.common.vxlan_guard.libbpf import LibbpfError
@@ -206,18 +226,7 @@ def kernel_bed(prefix: str | None = None) -> Iterator[_Bed]:
     ns = prefix + "x"
 
     def spec(tc: dict[str, TcBpf]) -> NetworkSpec:
-        no_v6 = (("ipv6.disable_ipv6", "1"),)  # no router solicitations, MLD: no stray frames
-
-        def link(name: str, kind: Veth | VethPeer) -> Link:
-            return Link(name, kind, mtu=9000, sysctls=no_v6, tc_ingress=tc.get(name))
-
-        links = (
-            link("lan0", Veth(peer="tun")),
-            link("tun", VethPeer(of="lan0")),
-            link("svc", Veth(peer="svc0")),
-            link("svc0", VethPeer(of="svc")),
-        )
-        return NetworkSpec("selftest", (Namespace(ns, links, owned=True),), prefix)
+        return scratch_spec("selftest", ns, prefix, tc)
 
     socks: list[socket.socket] = []
     with _sigterm_as_exit(), RealKernel() as kernel:
