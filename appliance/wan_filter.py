@@ -24,7 +24,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cjb.common.netlink.nft import NftTable
+from cjb.common.netlink.nft import NftTable, named_counter
 
 TABLE_FAMILY = "bridge"
 TABLE_NAME = "cjb_wan"
@@ -63,8 +63,7 @@ def filter_table(spec: FilterSpec, previous: dict[str, tuple[int, int]] | None =
     previous = previous or {}
 
     def counter(name: str) -> str:
-        packets, nbytes = previous.get(name, (0, 0))
-        return f"\tcounter {name} {{ packets {packets} bytes {nbytes} }}"
+        return named_counter(name, previous)
 
     svc = spec.service_ipv4
     port = spec.tunnel_port

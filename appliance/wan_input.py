@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 
 from cjb.common.netlink import Kernel, NetlinkError, nft
-from cjb.common.netlink.nft import NftTable
+from cjb.common.netlink.nft import HOST_ICMPV6_TYPES, NftTable, named_counter
 from cjb.common.vxlan_guard import GuardError, VxlanGuard, attach, underlay_links
 
 log = logging.getLogger("cjb.appliance")
@@ -32,15 +32,6 @@ log = logging.getLogger("cjb.appliance")
 TABLE_FAMILY = "inet"
 TABLE_NAME = "cjb_wan_in"
 COUNTERS = ("vxlan_outside_tunnel", "vxlan_unbound", "wan_dropped")
-ICMPV6_TYPES = (
-    "destination-unreachable",
-    "packet-too-big",
-    "time-exceeded",
-    "parameter-problem",
-    "nd-router-advert",
-    "nd-neighbor-solicit",
-    "nd-neighbor-advert",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +47,7 @@ def input_table(spec: InputSpec, previous: dict[str, tuple[int, int]] | None = N
     previous = previous or {}
 
     def counter(name: str) -> str:
-        packets, nbytes = previous.get(name, (0, 0))
-        return f"\tcounter {name} {{ packets {packets} bytes {nbytes} }}"
+        return named_counter(name, previous)
 
     port = spec.vxlan_port
     family = "ip6" if spec.gateway.version == 6 else "ip"
@@ -83,7 +73,7 @@ def input_table(spec: InputSpec, previous: dict[str, tuple[int, int]] | None = N
             "\t\tct state established,related accept",
             "\t\tudp sport 67 udp dport 68 accept",
             "\t\tip6 saddr fe80::/10 udp sport 547 udp dport 546 accept",
-            f"\t\ticmpv6 type {{ {', '.join(ICMPV6_TYPES)} }} accept",
+            f"\t\ticmpv6 type {{ {', '.join(HOST_ICMPV6_TYPES)} }} accept",
             "\t\ticmp type destination-unreachable icmp code frag-needed accept",
             "\t\tcounter name wan_dropped drop",
             "\t}",

@@ -15,6 +15,25 @@ from dataclasses import dataclass
 from cjb.common.netlink.kernel import NetlinkError
 from cjb.common.netlink.nsenter import netns
 
+# The ICMPv6 a host's input policy must admit (RFC 4890 §4.4.1): errors, Path MTU discovery
+# (packet-too-big) and Neighbor Discovery.
+HOST_ICMPV6_TYPES = (
+    "destination-unreachable",
+    "packet-too-big",
+    "time-exceeded",
+    "parameter-problem",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+)
+
+
+def named_counter(name: str, previous: dict[str, tuple[int, int]]) -> str:
+    """A named counter's declaration, starting from its `previous` (packets, bytes): each
+    apply replaces the whole table, so the counts are carried over by hand."""
+    packets, nbytes = previous.get(name, (0, 0))
+    return f"\tcounter {name} {{ packets {packets} bytes {nbytes} }}"
+
 
 @dataclass(frozen=True, slots=True)
 class NftTable:

@@ -23,7 +23,7 @@ significant bit of the first octet) is bit 135 of the transport header (`@th,135
 
 from __future__ import annotations
 
-from cjb.common.netlink.nft import NftTable
+from cjb.common.netlink.nft import HOST_ICMPV6_TYPES, NftTable, named_counter
 from cjb.gateway.dataplane.config import GatewayConfig
 
 TABLE_FAMILY = "inet"
@@ -31,16 +31,6 @@ TABLE_NAME = "cjb_gw"
 UNKNOWN = "unknown_vni"
 OUTSIDE_TUNNEL = "vxlan_outside_tunnel"
 INPUT_DROPPED = "input_dropped"
-# ICMPv6 the host needs (RFC 4890 §4.4.1): PMTU discovery, errors, Neighbor Discovery.
-ICMPV6_TYPES = (
-    "destination-unreachable",
-    "packet-too-big",
-    "time-exceeded",
-    "parameter-problem",
-    "nd-router-advert",
-    "nd-neighbor-solicit",
-    "nd-neighbor-advert",
-)
 
 
 def counter_name(kind: str, tenant: str) -> str:
@@ -54,8 +44,7 @@ def binding_table(
     previous = previous or {}
 
     def counter(name: str) -> str:
-        packets, nbytes = previous.get(name, (0, 0))
-        return f"\tcounter {name} {{ packets {packets} bytes {nbytes} }}"
+        return named_counter(name, previous)
 
     counters = [counter(UNKNOWN), counter(OUTSIDE_TUNNEL), counter(INPUT_DROPPED)]
     rules = []
@@ -115,7 +104,7 @@ def input_rules(cfg: GatewayConfig) -> list[str]:
         *vxlan,  # before conntrack: VXLAN is judged per packet, never as a "reply"
         "\t\tct state established,related accept",
         *admit,
-        f"\t\ticmpv6 type {{ {', '.join(ICMPV6_TYPES)} }} accept",
+        f"\t\ticmpv6 type {{ {', '.join(HOST_ICMPV6_TYPES)} }} accept",
         "\t\ticmp type destination-unreachable icmp code frag-needed accept",
         f"\t\tcounter name {INPUT_DROPPED} drop",
     ]
