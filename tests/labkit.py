@@ -48,6 +48,21 @@ def lab(tenants: int, same_mac: bool = False) -> Iterator[LabState]:
         assert not remaining, f"left behind: {remaining}"
 
 
+
+@contextmanager
+def wireguard_lab(tenants: int, *programs: str) -> Iterator[LabState]:
+    """A lab with the WireGuard transport (wireguard-go when the kernel has no module);
+    `programs` are what the test itself runs besides nft."""
+    require("nft", *programs)
+    if not os.path.isdir("/sys/module/wireguard"):
+        require("wireguard-go")
+    state = up(tenants, log=lambda _m: None, transport="wireguard")
+    try:
+        yield state
+    finally:
+        remaining = down(log=lambda _m: None, only=state.run_id)
+        assert not remaining, f"left behind: {remaining}"
+
 def run_in(
     ns: str, argv: list[str], timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

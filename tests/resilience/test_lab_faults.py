@@ -38,7 +38,7 @@ from cjb.common.netlink.real import RealKernel
 from cjb.common.wireguard.userspace import _pids_of
 from cjb.lab import enrolled as enrolled_lab
 from cjb.lab import procs
-from cjb.lab.control import WIREGUARD_SOCKET_DIR, cli_argv, down, up
+from cjb.lab.control import WIREGUARD_SOCKET_DIR, cli_argv
 from cjb.lab.demo import curl
 from cjb.lab.state import LabState, ProcessRecord
 from cjb.lab.topology import LabNames, tenant_name
@@ -53,15 +53,8 @@ RECOVER_WITHIN = 10.0  # a flooding LAN is served again this long after the floo
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabState]:
-    labkit.require("nft", "curl", "ping")
-    if not os.path.isdir("/sys/module/wireguard"):
-        labkit.require("wireguard-go")
-    state = up(TENANTS, log=lambda _m: None, transport="wireguard")
-    try:
+    with labkit.wireguard_lab(TENANTS, "curl", "ping") as state:
         yield state
-    finally:
-        remaining = down(log=lambda _m: None, only=state.run_id)
-        assert not remaining, f"left behind: {remaining}"
 
 
 def _wait_for(check: Callable[[], bool], within: float, what: str) -> None:

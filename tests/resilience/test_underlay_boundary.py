@@ -42,7 +42,6 @@ from reskit import Report, Tally
 from cjb.common.control.service_macs import SERVICE_LINK, service_mac
 from cjb.common.netlink.nft import tables
 from cjb.common.packet.checksum import internet_checksum
-from cjb.lab.control import down, up
 from cjb.lab.demo import curl
 from cjb.lab.state import LabState
 from cjb.lab.topology import API_PORT, GATEWAY_UNDERLAY, tenant_name, underlay_addr
@@ -93,16 +92,9 @@ def forge(ns: str, src: str, dst: str, vni: int, frames: list[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabState]:
-    labkit.require("nft", "curl")
-    if not os.path.isdir("/sys/module/wireguard"):
-        labkit.require("wireguard-go")
     pytest.importorskip("cjb.common.vxlan_guard")
-    state = up(TENANTS, log=lambda _m: None, transport="wireguard")
-    try:
+    with labkit.wireguard_lab(TENANTS, "curl") as state:
         yield state
-    finally:
-        remaining = down(log=lambda _m: None, only=state.run_id)
-        assert not remaining, f"left behind: {remaining}"
 
 
 def _wait_for(check: Callable[[], bool], within: float, what: str) -> float:
