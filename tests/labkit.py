@@ -48,7 +48,6 @@ def lab(tenants: int, same_mac: bool = False) -> Iterator[LabState]:
         assert not remaining, f"left behind: {remaining}"
 
 
-
 @contextmanager
 def wireguard_lab(tenants: int, *programs: str) -> Iterator[LabState]:
     """A lab with the WireGuard transport (wireguard-go when the kernel has no module);
@@ -62,6 +61,7 @@ def wireguard_lab(tenants: int, *programs: str) -> Iterator[LabState]:
     finally:
         remaining = down(log=lambda _m: None, only=state.run_id)
         assert not remaining, f"left behind: {remaining}"
+
 
 def run_in(
     ns: str, argv: list[str], timeout: float = 60, env: dict[str, str] | None = None
