@@ -44,19 +44,20 @@ DEB_REVISION = "1"
 PYTHON_DEPENDS = "python3 (>= 3.11), python3 (<< 3.12)"
 # The bundled extension modules are manylinux wheels pip chose for Debian 12's glibc.
 LIBC_DEPENDS = "libc6 (>= 2.36)"
+# What both packages run: systemd units, nft, ip, and a WireGuard implementation.
+RUNTIME_DEPENDS = (
+    PYTHON_DEPENDS,
+    LIBC_DEPENDS,
+    "systemd",
+    "nftables",
+    "iproute2",
+    "wireguard-go | wireguard-tools",
+)
 PACKAGES = {
     "gateway": {
         "name": "cjb-gateway",
         "extras": "gateway",
-        "depends": [
-            PYTHON_DEPENDS,
-            LIBC_DEPENDS,
-            "systemd",
-            "nftables",
-            "iproute2",
-            "wireguard-go | wireguard-tools",
-            "libbpf1",
-        ],
+        "depends": [*RUNTIME_DEPENDS, "libbpf1"],  # libbpf: the tc-eBPF fast path
         "conflicts": "cjb-appliance",
         "summary": "Cloud Junction Box gateway: enrollment API and L2 multi-tenant data plane",
         "description": (
@@ -70,14 +71,7 @@ PACKAGES = {
     "appliance": {
         "name": "cjb-appliance",
         "extras": "appliance",
-        "depends": [
-            PYTHON_DEPENDS,
-            LIBC_DEPENDS,
-            "systemd",
-            "nftables",
-            "iproute2",
-            "wireguard-go | wireguard-tools",
-        ],
+        "depends": [*RUNTIME_DEPENDS],
         "conflicts": "cjb-gateway",
         "summary": "Cloud Junction Box appliance agent (what the appliance image runs)",
         "description": (
