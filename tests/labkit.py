@@ -189,6 +189,22 @@ def container_init(nspawn_pid: int, timeout: float = 20) -> int:
     raise AssertionError("the container's systemd did not start")
 
 
+@contextmanager
+def nspawn_runtime_dir() -> Iterator[None]:
+    """systemd-nspawn wants a tmpfs at /run/systemd/nspawn; PID 1 here is not systemd
+    (docs/platform.md). Mounted for the duration unless it already is."""
+    path = Path("/run/systemd/nspawn")
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mountpoint", "-q", str(path)], check=False).returncode == 0
+    if not mounted:
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], check=True)
+    try:
+        yield
+    finally:
+        if not mounted:
+            subprocess.run(["umount", str(path)], check=False)
+
+
 def stop_container(nspawn: subprocess.Popen[bytes]) -> None:
     """Stop a `systemd-nspawn --boot` container: SIGTERM (nspawn turns it into an orderly
     shutdown), then SIGKILL if it is not gone within 30 s."""

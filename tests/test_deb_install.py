@@ -232,45 +232,40 @@ class Box:
 
 @contextlib.contextmanager
 def _booted(run: str, base: Path) -> Iterator[Box]:
-    ns, work = f"cjbdeb{run}-gw", Path(tempfile.mkdtemp(prefix=f"cjbdeb{run}-"))
-    nspawn_dir = Path("/run/systemd/nspawn")
-    nspawn_dir.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mountpoint", "-q", str(nspawn_dir)], check=False).returncode == 0
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        if not mounted:  # nspawn wants a tmpfs there (docs/platform.md)
-            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(nspawn_dir)], check=True)
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        root = work / "root"
-        root.mkdir()
-        subprocess.run(["tar", "-xf", str(base), "-C", str(root)], check=True, timeout=300)
-        (root / "root/debs").mkdir(parents=True)
-        log = (work / "nspawn.log").open("wb")
-        proc = subprocess.Popen(
-            ["systemd-nspawn", "--boot", "-D", str(root), "--keep-unit", "--register=no",
-             f"--network-namespace-path=/run/netns/{ns}",
-             "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_BPF,CAP_PERFMON",
-             "--bind=/dev/net/tun", "--console=passive", "--system-call-filter=bpf"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        box = Box(labkit.container_init(proc.pid, timeout=30), root, ns)
-        box.wait(
-            "the container to boot",
-            lambda: (
-                box.run("systemctl", "is-system-running", check=False).strip()
-                in ("running", "degraded")
-            ),
-        )
-        yield box
-    finally:
-        if proc is not None:
-            labkit.stop_container(proc)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        shutil.rmtree(work, ignore_errors=True)
-        if not mounted:
-            subprocess.run(["umount", str(nspawn_dir)], check=False)
+    ns = f"cjbdeb{run}-gw"
+    with labkit.nspawn_runtime_dir():
+        work = Path(tempfile.mkdtemp(prefix=f"cjbdeb{run}-"))
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+            root = work / "root"
+            root.mkdir()
+            subprocess.run(["tar", "-xf", str(base), "-C", str(root)], check=True, timeout=300)
+            (root / "root/debs").mkdir(parents=True)
+            log = (work / "nspawn.log").open("wb")
+            proc = subprocess.Popen(
+                ["systemd-nspawn", "--boot", "-D", str(root), "--keep-unit", "--register=no",
+                 f"--network-namespace-path=/run/netns/{ns}",
+                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_BPF,CAP_PERFMON",
+                 "--bind=/dev/net/tun", "--console=passive", "--system-call-filter=bpf"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            log.close()
+            box = Box(labkit.container_init(proc.pid, timeout=30), root, ns)
+            box.wait(
+                "the container to boot",
+                lambda: (
+                    box.run("systemctl", "is-system-running", check=False).strip()
+                    in ("running", "degraded")
+                ),
+            )
+            yield box
+        finally:
+            if proc is not None:
+                labkit.stop_container(proc)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _sha(path: Path) -> str:

@@ -283,17 +283,8 @@ def site() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def nspawn_dir() -> Iterator[None]:
-    """nspawn wants a tmpfs at /run/systemd/nspawn; PID 1 here is not systemd (docs/platform.md)."""
-    path = Path("/run/systemd/nspawn")
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
-    if not mounted:
-        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], check=True)
-    try:
+    with labkit.nspawn_runtime_dir():
         yield
-    finally:
-        if not mounted:
-            subprocess.run(["umount", str(path)], check=False)
 
 
 def _inside(init: int, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -504,46 +504,41 @@ def _cap_mask(names: frozenset[str]) -> int:
 
 @contextlib.contextmanager
 def _booted(run: str, base: Path) -> Iterator[tuple[Container, dict[str, object], Path]]:
-    ns, work = f"cjbunit{run}-gw", Path(tempfile.mkdtemp(prefix=f"cjbunit{run}-"))
-    nspawn_dir = Path("/run/systemd/nspawn")
-    nspawn_dir.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mountpoint", "-q", str(nspawn_dir)], check=False).returncode == 0
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        if not mounted:  # nspawn wants a tmpfs there (docs/platform.md)
-            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(nspawn_dir)], check=True)
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        (work / "root").mkdir(parents=True)
-        config = _prepare_root(work / "root", base, run)
-        log = (work / "nspawn.log").open("wb")
-        proc = subprocess.Popen(
-            ["systemd-nspawn", "--boot", "-D", str(work / "root"), "--keep-unit",
-             "--register=no", f"--network-namespace-path=/run/netns/{ns}",
-             "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_BPF,CAP_PERFMON",
-             "--bind=/dev/net/tun", f"--bind-ro={ROOT}:{CHECKOUT}", "--console=passive",
-             # nspawn's own seccomp filter refuses bpf(2) (systemd 252); a host has no such
-             # outer filter, so let it through to what the unit allows.
-             "--system-call-filter=bpf"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        box = Container(labkit.container_init(proc.pid, timeout=30))
-        box.wait(
-            "the container to boot",
-            lambda: (
-                box.run("systemctl", "is-system-running", check=False).strip()
-                in ("running", "degraded")
-            ),
-        )
-        yield box, config, work
-    finally:
-        if proc is not None:
-            labkit.stop_container(proc)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        shutil.rmtree(work, ignore_errors=True)
-        if not mounted:
-            subprocess.run(["umount", str(nspawn_dir)], check=False)
+    ns = f"cjbunit{run}-gw"
+    with labkit.nspawn_runtime_dir():
+        work = Path(tempfile.mkdtemp(prefix=f"cjbunit{run}-"))
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+            (work / "root").mkdir(parents=True)
+            config = _prepare_root(work / "root", base, run)
+            log = (work / "nspawn.log").open("wb")
+            proc = subprocess.Popen(
+                ["systemd-nspawn", "--boot", "-D", str(work / "root"), "--keep-unit",
+                 "--register=no", f"--network-namespace-path=/run/netns/{ns}",
+                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_BPF,CAP_PERFMON",
+                 "--bind=/dev/net/tun", f"--bind-ro={ROOT}:{CHECKOUT}", "--console=passive",
+                 # nspawn's own seccomp filter refuses bpf(2) (systemd 252); a host has no such
+                 # outer filter, so let it through to what the unit allows.
+                 "--system-call-filter=bpf"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            log.close()
+            box = Container(labkit.container_init(proc.pid, timeout=30))
+            box.wait(
+                "the container to boot",
+                lambda: (
+                    box.run("systemctl", "is-system-running", check=False).strip()
+                    in ("running", "degraded")
+                ),
+            )
+            yield box, config, work
+        finally:
+            if proc is not None:
+                labkit.stop_container(proc)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+            shutil.rmtree(work, ignore_errors=True)
     assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
