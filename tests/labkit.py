@@ -231,3 +231,38 @@ def snapshot_checkout(dest: Path) -> Path:
             (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / os.fsdecode(name))
     return dest
+
+
+def cached_base_root(cache: Path) -> Path:
+    """The cached Debian base root tarball, built first when the cache has none (mmdebstrap,
+    a few minutes, the same call and cache key as `cjb image build`'s first step), so a test that boots it does not depend on an image build having
+    run before it."""
+    from urllib.parse import urlsplit
+
+    from cjb.appliance.image import ImageError
+    from cjb.appliance.image.base import ensure_base
+    from cjb.appliance.image.build import BuildOptions, source_date_epoch
+    from cjb.appliance.image.progress import Progress
+    from cjb.appliance.image.recipe import load_recipe
+    from cjb.appliance.image.sources import host_sources, mirror_lines
+
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("missing mmdebstrap: apt-get install -y --no-install-recommends mmdebstrap")
+    recipe = load_recipe()
+    mirrors = mirror_lines(recipe.suite, host_sources())
+    host = urlsplit(mirrors[0].split()[1]).hostname or ""
+    try:
+        socket.create_connection((host, 80), timeout=5).close()
+    except OSError:
+        cached = list((cache / "base").glob("*.tar"))
+        if not cached:
+            pytest.skip(f"no cached base root in {cache} and no network to {host}")
+    lines: list[str] = []
+    try:
+        path, _ = ensure_base(
+            recipe, BuildOptions().arch, mirrors, cache, Progress(lines.append),
+            source_date_epoch(Path(__file__).resolve().parent.parent),
+        )  # fmt: skip
+    except ImageError as e:
+        raise AssertionError(f"building the base root failed: {e}\n" + "\n".join(lines)) from e
+    return path

@@ -72,13 +72,8 @@ def _need() -> Path:
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         pytest.skip(f"missing {missing}: apt-get install systemd-container clang binutils curl")
-    bases = sorted(BASE_ROOTS.glob("*.tar"), key=lambda p: p.stat().st_mtime)
-    if not bases:
-        pytest.skip(
-            f"no cached Debian root in {BASE_ROOTS}: build an image once "
-            "(sudo .venv/bin/python -m pytest tests/test_image_build.py)"
-        )
-    return bases[-1]
+    # The image tooling's cached Debian root, built first when the cache has none.
+    return labkit.cached_base_root(BASE_ROOTS.parent)
 
 
 def _build(source: Path, out: Path, *only: str) -> None:

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import labkit
@@ -31,12 +30,6 @@ import pytest
 from controlkit import Device, Gateway, gateway, snapshot
 from reskit import Report, Tally
 
-from cjb.appliance.image import ImageError
-from cjb.appliance.image.base import ensure_base
-from cjb.appliance.image.build import BuildOptions, source_date_epoch
-from cjb.appliance.image.progress import Progress
-from cjb.appliance.image.recipe import load_recipe
-from cjb.appliance.image.sources import host_sources, mirror_lines
 from cjb.common.control.protocol import MAX_REQUEST_BODY, SIGNATURE_HEADER
 from cjb.common.netlink import netns
 from cjb.common.wireguard import generate_private_key, public_key
@@ -473,29 +466,7 @@ class Container:
 
 
 def _base_root() -> Path:
-    """The cached Debian base root tarball, built first when the cache has none (mmdebstrap,
-    a few minutes, the same call and cache key as `cjb image build`'s first step), so this
-    test does not depend on an image build having run before it."""
-    if not shutil.which("mmdebstrap"):
-        pytest.skip("missing mmdebstrap: apt-get install -y --no-install-recommends mmdebstrap")
-    recipe = load_recipe()
-    mirrors = mirror_lines(recipe.suite, host_sources())
-    host = urlsplit(mirrors[0].split()[1]).hostname or ""
-    try:
-        socket.create_connection((host, 80), timeout=5).close()
-    except OSError:
-        cached = list((IMAGE_CACHE / "base").glob("*.tar"))
-        if not cached:
-            pytest.skip(f"no cached base root in {IMAGE_CACHE} and no network to {host}")
-    lines: list[str] = []
-    try:
-        path, _ = ensure_base(
-            recipe, BuildOptions().arch, mirrors, IMAGE_CACHE, Progress(lines.append),
-            source_date_epoch(ROOT),
-        )  # fmt: skip
-    except ImageError as e:
-        raise AssertionError(f"building the base root failed: {e}\n" + "\n".join(lines)) from e
-    return path
+    return labkit.cached_base_root(IMAGE_CACHE)
 
 
 def _cap_mask(names: frozenset[str]) -> int:
