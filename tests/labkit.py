@@ -235,8 +235,8 @@ def snapshot_checkout(dest: Path) -> Path:
 
 def cached_base_root(cache: Path) -> Path:
     """The cached Debian base root tarball, built first when the cache has none (mmdebstrap,
-    a few minutes, the same call and cache key as `cjb image build`'s first step), so a test that boots it does not depend on an image build having
-    run before it."""
+    a few minutes, the same call and cache key as `cjb image build`'s first step), so a test
+    that boots it does not depend on an image build having run before it."""
     from urllib.parse import urlsplit
 
     from cjb.appliance.image import ImageError
