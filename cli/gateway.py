@@ -219,7 +219,7 @@ def _registry(state_dir: Path) -> Iterator[Registry]:
             f"{layout.registry}: no registry; run `cjb gateway init --state-dir {state_dir}`"
         )
     # As root on another user's registry, SQLite gives the -wal/-shm files it creates to the
-    # database file's owner, and write_export keeps shared/'s owner: the API can still open
+    # database file's owner, and write_export keeps export/'s owner: the API can still open
     # everything afterwards.
     try:
         opened = Registry.open(layout.registry)
@@ -228,7 +228,7 @@ def _registry(state_dir: Path) -> Iterator[Registry]:
     with opened as reg:
         generation = reg.generation()
         yield reg
-        if reg.generation() != generation and layout.shared_dir.is_dir():
+        if reg.generation() != generation and layout.export_dir.is_dir():
             write_export(reg, layout.desired)
 
 
@@ -286,7 +286,7 @@ def init(
     operator_name: str | None,
 ) -> None:
     """Create the state dir: api/ (CA, HTTPS certificate, registry, settings), dataplane/
-    (WireGuard private key) and shared/ (WireGuard public key, the data plane's export)."""
+    (WireGuard private key) and export/ (WireGuard public key, the data plane's export)."""
     from cjb.gateway.control.errors import ControlError
     from cjb.gateway.control.statedir import Owners, init_state_dir
 
@@ -392,7 +392,7 @@ def serve(
 @click.option("--api-user", default=None, help="Owner of api/ afterwards (needs root).")
 @click.option("--dataplane-user", default=None, help="Owner of dataplane/ afterwards (root).")
 def migrate_state(state_dir: Path, api_user: str | None, dataplane_user: str | None) -> None:
-    """Split an old single-directory state dir into api/, dataplane/ and shared/ (says what
+    """Split an old single-directory state dir into api/, dataplane/ and export/ (says what
     moved where; the old operator.token becomes the hashed credential 'migrated')."""
     from cjb.gateway.control.errors import ControlError
     from cjb.gateway.control.statedir import Owners, migrate_state_dir

@@ -5,7 +5,7 @@ told otherwise: keys, inventories, images), fchmods it (the umask can only take 
 an older temporary file may have others), writes, fsyncs, renames it over the target and
 fsyncs the directory, so a reader or a crash sees the old file or the new one, never half, and
 nobody ever sees the content under a wider mode. `atomic_output` is the same for a writer that
-streams (tarfile). `owner` hands the file to a user and group (e.g. shared/ files that the
+streams (tarfile). `owner` hands the file to a user and group (e.g. export/ files that the
 data plane's group reads). `durable=False` skips the fsyncs, for status files in /run that are
 rewritten every second (still atomic; only a power cut may lose the last one). `publish`
 puts a file another process wrote (a tool's output) in place the same way.

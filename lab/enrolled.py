@@ -4,7 +4,7 @@
 product's own commands:
   1. `cjb gateway init` -> api/ (CA, HTTPS certificate with SAN = the gateway's lab address,
      settings, an empty registry, one operator credential), dataplane/ (WireGuard private key)
-     and shared/ (WireGuard public key, the data plane's export of the registry);
+     and export/ (WireGuard public key, the data plane's export of the registry);
   2. personalise N virtual appliances: serial + Ed25519 factory key written into an
      ApplianceLayout root per appliance (what flashing does), plus the operator CA and the
      gateway URL that the image would carry;

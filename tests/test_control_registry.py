@@ -250,7 +250,7 @@ def test_init_creates_keys_0600_and_refuses_overwrite(tmp_path: Path) -> None:
     assert stat.S_IMODE(layout.wg_public.stat().st_mode) == 0o644
     assert stat.S_IMODE(layout.api_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(layout.dataplane_dir.stat().st_mode) == 0o700
-    assert stat.S_IMODE(layout.shared_dir.stat().st_mode) == 0o2750
+    assert stat.S_IMODE(layout.export_dir.stat().st_mode) == 0o2750
     wg_priv = base64.b64decode(layout.wg_private.read_text().strip())
     assert len(wg_priv) == 32 and len(base64.b64decode(layout.wg_public_key())) == 32
     from cryptography import x509

@@ -1,4 +1,4 @@
-"""The data plane's read-only view of the registry: shared/desired.json (statedir.py says why
+"""The data plane's read-only view of the registry: export/desired.json (statedir.py says why
 an export). Written by the API (on every generation change) and by the inventory commands;
 read by gateway/dataplane/desired.py. Only what the data plane needs: per enrolled device its
 tenant, VNI, overlay address, WireGuard public key, service IPv4 and LAN MTU.
@@ -39,7 +39,7 @@ def export_doc(reg: Registry) -> dict[str, Any]:
 
 def write_export(reg: Registry, path: Path) -> int:
     doc = export_doc(reg)
-    # Same owner and group as the directory (shared/: API user, data plane's group), also when
+    # Same owner and group as the directory (export/: API user, data plane's group), also when
     # an inventory command runs as root.
     st = os.stat(path.parent)
     owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 else None

@@ -2,7 +2,7 @@
 
 Two listeners: the device surface ([api] listen/port, internet-facing) and the operator
 surface ([operator] listen/port, loopback by default; operator API and /metrics). A watcher
-re-exports shared/desired.json for the data plane whenever the registry's generation moves
+re-exports export/desired.json for the data plane whenever the registry's generation moves
 (also after changes made by the inventory commands in another process).
 
 TLS: server certificate from the state dir; client certificates are *optional* at the TLS
@@ -106,7 +106,7 @@ EXPORT_POLL_SECONDS = 0.25
 
 
 async def keep_exporting(ctx: ControlContext, layout: StateDir, stop: asyncio.Event) -> None:
-    """Rewrite shared/desired.json whenever the registry's generation moves."""
+    """Rewrite export/desired.json whenever the registry's generation moves."""
     written: int | None = None
     while not stop.is_set():
         try:

@@ -8,7 +8,7 @@ DIR/api/            API user (cjb-gw-api), 0700: what only `cjb gateway serve` m
     registry.sqlite3    the registry (registry.py): inventory, operator credential hashes, audit
 DIR/dataplane/      data-plane user (cjb-gw-data), 0700: what only `cjb gateway run` may read
     wireguard/private.key   X25519, base64 like `wg genkey` (0600)
-DIR/shared/         API user, group of the data-plane user, 2750 (setgid: files inherit it)
+DIR/export/         API user, group of the data-plane user, 2750 (setgid: files inherit it)
     wireguard.pub       the gateway's WireGuard public key (0644; the API puts it in DeviceConfig)
     desired.json        what the data plane needs from the registry (0640), see export.py
 
@@ -79,8 +79,8 @@ class StateDir:
         return self.root / "dataplane"
 
     @property
-    def shared_dir(self) -> Path:
-        return self.root / "shared"
+    def export_dir(self) -> Path:
+        return self.root / "export"
 
     @property
     def settings(self) -> Path:
@@ -112,11 +112,11 @@ class StateDir:
 
     @property
     def wg_public(self) -> Path:
-        return self.shared_dir / "wireguard.pub"
+        return self.export_dir / "wireguard.pub"
 
     @property
     def desired(self) -> Path:
-        return self.shared_dir / "desired.json"
+        return self.export_dir / "desired.json"
 
     def wg_public_key(self) -> str:
         return self.wg_public.read_text().strip()
@@ -158,7 +158,7 @@ def _dirs(layout: StateDir, owners: Owners | None) -> None:
     _mkdir(layout.dataplane_dir, 0o700, data)
     _mkdir(layout.dataplane_dir / "wireguard", 0o700, data)
     # setgid: files the API creates there take the data plane's group (so it can read them).
-    _mkdir(layout.shared_dir, 0o2750, shared)
+    _mkdir(layout.export_dir, 0o2750, shared)
 
 
 def init_state_dir(
@@ -217,7 +217,7 @@ def init_state_dir(
 
 
 def export_desired(reg: Registry, layout: StateDir) -> int:
-    """Write shared/desired.json from the registry; returns the generation written."""
+    """Write export/desired.json from the registry; returns the generation written."""
     from cjb.gateway.control.export import write_export
 
     return write_export(reg, layout.desired)
@@ -236,14 +236,14 @@ _MOVES = (
     ("registry.sqlite3-wal", "api/registry.sqlite3-wal", "api"),
     ("registry.sqlite3-shm", "api/registry.sqlite3-shm", "api"),
     ("wireguard/private.key", "dataplane/wireguard/private.key", "data"),
-    ("wireguard/public.key", "shared/wireguard.pub", "api"),
+    ("wireguard/public.key", "export/wireguard.pub", "api"),
 )
 
 
 def migrate_state_dir(
     root: Path, owners: Owners | None = None, say: Callable[[str], None] = print
 ) -> StateDir:
-    """Split an old single-directory state dir into api/, dataplane/ and shared/, saying what
+    """Split an old single-directory state dir into api/, dataplane/ and export/, saying what
     moved where. The old static operator.token is turned into the credential "migrated"
     (its hash only) and the plaintext file is removed: the same token keeps working."""
     from cjb.gateway.control import operators

@@ -75,7 +75,7 @@ class RegistryModel(_Model):
     """Take tenants from the control plane's registry instead of `tenants`: one tenant per
     enrolled, unrevoked device (`Registry.desired_tunnels()`)."""
 
-    # The API's read-only export STATE/shared/desired.json (or, single-user, registry.sqlite3)
+    # The API's read-only export STATE/export/desired.json (or, single-user, registry.sqlite3)
     path: str
     native_ipv6: bool = True  # give every registry tenant a native IPv6 link too
 

@@ -4,7 +4,7 @@ With a `registry` section the registry is the desired state: one tenant per enro
 unrevoked device, with the VNI and overlay address the control plane allocated.
 `generation()` bumps on every change, so the daemon polls one integer and re-reads only when
 it moved. `registry.path` names either the API's read-only export (a `.json` file,
-shared/desired.json: the data plane runs as its own user and reads nothing else of the API's,
+export/desired.json: the data plane runs as its own user and reads nothing else of the API's,
 see gateway/control/statedir.py) or, for a single-user set-up, the SQLite registry itself.
 """
 
@@ -30,7 +30,7 @@ DEFAULT_SERVICE_IPV4 = ipaddress.IPv4Address("192.168.0.100")
 
 
 class _ExportFile:
-    """shared/desired.json as the registry's two read calls (generation, desired_tunnels);
+    """export/desired.json as the registry's two read calls (generation, desired_tunnels);
     re-parsed only when the file changed (the API replaces it atomically)."""
 
     def __init__(self, path: Path) -> None:
@@ -83,7 +83,7 @@ class RegistrySource:
             raise ConfigFileError(
                 f"{base.path}: registry.path {base.registry} does not exist; run "
                 "`cjb gateway init --state-dir DIR` and point registry.path at "
-                "DIR/shared/desired.json"
+                "DIR/export/desired.json"
             )
         self.base = base
         self.registry: Registry | _ExportFile = (

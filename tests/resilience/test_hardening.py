@@ -205,7 +205,7 @@ def _sandbox_problems(unit: Path, notes: list[str]) -> list[str]:
 def test_gateway_example_config_fits_the_units() -> None:
     """gateway/systemd/gateway.json is valid, and everything the data plane writes lies in
     the directories its unit makes writable (ProtectSystem=strict makes the rest read-only);
-    what it reads of the state directory is its own dataplane/ and the API's shared/ export,
+    what it reads of the state directory is its own dataplane/ and the API's export/ export,
     the directories cjb-gateway.tmpfiles.conf gives the right owners."""
     from cjb.gateway.control.statedir import StateDir
 
@@ -229,12 +229,12 @@ def test_gateway_example_config_fits_the_units() -> None:
     api = parse_unit((ROOT / "gateway/systemd/cjb-gateway-api.service").read_text())["Service"]
     assert f"--dataplane-status {model.state_dir}/status.json" in api["ExecStart"][-1]
     assert f"--state-dir {layout.root}" in api["ExecStart"][-1]
-    assert api["ReadWritePaths"][-1].split() == [str(layout.api_dir), str(layout.shared_dir)]
+    assert api["ReadWritePaths"][-1].split() == [str(layout.api_dir), str(layout.export_dir)]
     tmpfiles = (ROOT / "gateway/systemd/cjb-gateway.tmpfiles.conf").read_text().splitlines()
     dirs = {f[1]: (f[2], f[3], f[4]) for f in (ln.split() for ln in tmpfiles) if f and f[0] == "d"}
     assert dirs[str(layout.api_dir)] == ("0700", "cjb-gw-api", "cjb-gw-api")
     assert dirs[str(layout.dataplane_dir)] == ("0700", "cjb-gw-data", "cjb-gw-data")
-    assert dirs[str(layout.shared_dir)] == ("2750", "cjb-gw-api", "cjb-gw-data")
+    assert dirs[str(layout.export_dir)] == ("2750", "cjb-gw-api", "cjb-gw-data")
 
 
 @pytest.fixture
@@ -682,8 +682,8 @@ READ_POLICY = (
     ("api/registry.sqlite3", True, False),
     ("api/gateway.toml", True, False),
     ("dataplane/wireguard/private.key", False, True),
-    ("shared/desired.json", True, True),
-    ("shared/wireguard.pub", True, True),
+    ("export/desired.json", True, True),
+    ("export/wireguard.pub", True, True),
 )
 
 

@@ -160,7 +160,7 @@ def test_privilege_separation_by_reading_as_each_user(tmp_path: Path, report: Re
                  "from cjb.gateway.dataplane.desired import _ExportFile\n"
                  "from cjb.gateway.dataplane.wg_transport import read_private_key\n"
                  "root = Path(sys.argv[1])\n"
-                 "print(_ExportFile(root / 'shared/desired.json').generation(),\n"
+                 "print(_ExportFile(root / 'export/desired.json').generation(),\n"
                  "      len(read_private_key(root / 'dataplane/wireguard/private.key')))\n",
                  str(layout.root), *_python_path(base)],
                 capture_output=True, text=True, check=False,
