@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def fake_binary(tmp_path: Path) -> Path:
 @pytest.fixture
 def starting(fake_binary: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([str(fake_binary), IFNAME])
+    # Popen returns after fork, possibly before exec: wait until the child carries the
+    # command line the backend looks for, or the test would race its own fixture.
+    want = f"{fake_binary}\0{IFNAME}\0".encode()
+    deadline = time.monotonic() + 5.0
+    while Path(f"/proc/{proc.pid}/cmdline").read_bytes() != want:
+        assert time.monotonic() < deadline, "the stand-in process never exec'd"
+        time.sleep(0.005)
     try:
         yield proc
     finally:
