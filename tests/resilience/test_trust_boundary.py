@@ -82,6 +82,18 @@ def _heartbeat(gw: Gateway, client: tuple[Path, Path], doc: dict[str, Any]) -> A
 
 
 # (file, readable by the API user?, readable by the data-plane user?)
+def _reads_as(
+    layout: StateDir, api_user: str, data_user: str
+) -> Iterator[tuple[str, Path, bool, bool]]:
+    """Every `_read_policy` read tried as each user: (user, path, read, allowed)."""
+    for path, api_reads, data_reads in _read_policy(layout):
+        for user, allowed in ((api_user, api_reads), (data_user, data_reads)):
+            done = subprocess.run(
+                ["runuser", "-u", user, "--", "cat", str(path)], capture_output=True, check=False
+            )
+            yield user, path, done.returncode == 0 and bool(done.stdout), allowed
+
+
 def _read_policy(layout: StateDir) -> list[tuple[Path, bool, bool]]:
     return [
         (layout.ca_key, True, False),
@@ -128,16 +140,10 @@ def test_privilege_separation_by_reading_as_each_user(tmp_path: Path, report: Re
                 os.umask(old)
             reads = Tally()
             wrong = []
-            for path, api_reads, data_reads in _read_policy(layout):
-                for user, allowed in ((api_user, api_reads), (data_user, data_reads)):
-                    done = subprocess.run(
-                        ["runuser", "-u", user, "--", "cat", str(path)],
-                        capture_output=True, check=False,
-                    )  # fmt: skip
-                    read = done.returncode == 0 and bool(done.stdout)
-                    label = "read, should not" if read else "refused, should read"
-                    if not reads.add(read == allowed, label):
-                        wrong.append(f"{user} read={read} {path.relative_to(layout.root)}")
+            for user, path, read, allowed in _reads_as(layout, api_user, data_user):
+                label = "read, should not" if read else "refused, should read"
+                if not reads.add(read == allowed, label):
+                    wrong.append(f"{user} read={read} {path.relative_to(layout.root)}")
             # The API user runs the real API code over its files: export, registry, keys.
             done = subprocess.run(
                 ["runuser", "-u", api_user, "--", SYSTEM_PYTHON, "-c",
@@ -716,15 +722,11 @@ def test_migration_splits_an_old_state_dir_between_two_users(tmp_path: Path) -> 
         said: list[str] = []
         with _users(2) as (api_user, data_user):
             layout = migrate_state_dir(old, Owners.of(api_user, data_user), said.append)
-            wrong = []
-            for path, api_reads, data_reads in _read_policy(layout):
-                for user, allowed in ((api_user, api_reads), (data_user, data_reads)):
-                    done = subprocess.run(
-                        ["runuser", "-u", user, "--", "cat", str(path)],
-                        capture_output=True, check=False,
-                    )  # fmt: skip
-                    if (done.returncode == 0 and bool(done.stdout)) != allowed:
-                        wrong.append(f"{user} {path.relative_to(layout.root)}")
+            wrong = [
+                f"{user} {path.relative_to(layout.root)}"
+                for user, path, read, allowed in _reads_as(layout, api_user, data_user)
+                if read != allowed
+            ]
         assert not wrong, wrong
         assert any("operator credential 'migrated'" in line for line in said), said
         assert not (old / "operator.token").exists()
